@@ -1,0 +1,253 @@
+//! The embedded backend: one SQLite file, log-structured (kine's model).
+//!
+//! Every change appends one row to `log` whose primary key is its revision; a key's current value
+//! is its newest row, a tombstone row marks a delete. History, reads at a past revision and
+//! watch replay all come from the same table; compaction deletes rows that were superseded at or
+//! before the compacted revision.
+//!
+//! Writes go through ONE writer thread (SQLite has one writer anyway). It takes every request
+//! waiting in its queue, applies them in one transaction and commits with one fsync (group
+//! commit): under load, writers share the cost of durability instead of queueing for it. Only
+//! after the commit does it publish the changes to watchers and acknowledge the callers, so an
+//! acknowledged write is on disk and a watcher never sees a change that could still roll back.
+//!
+//! Reads use a small pool of separate connections; WAL lets them run beside the writer, each
+//! inside one read transaction, so a list is one consistent snapshot.
+
+mod hub;
+mod read;
+mod schema;
+mod writer;
+
+use crate::compaction::CompactionPolicy;
+use crate::keys::ContinueToken;
+use crate::{Deleted, Error, KeyValue, ListOptions, ListResult, Result, Revision, Store, WatchStream};
+use hub::Hub;
+use rusqlite::Connection;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::Duration;
+use tokio::sync::oneshot;
+use writer::{Request, WriteOp, WriteOutcome};
+
+#[derive(Debug, Clone)]
+pub struct SqliteOptions {
+    pub compaction: CompactionPolicy,
+    /// Most writes committed in one transaction.
+    pub max_batch: usize,
+    /// Read connections kept open.
+    pub read_connections: usize,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> Self {
+        SqliteOptions { compaction: CompactionPolicy::default(), max_batch: 1024, read_connections: 4 }
+    }
+}
+
+/// State shared by the store handle, the writer thread and watch tasks.
+#[derive(Debug)]
+struct Shared {
+    path: PathBuf,
+    readers: Mutex<Vec<Connection>>,
+    read_connections: usize,
+    /// The newest committed and published revision.
+    current: AtomicI64,
+    /// History at or below this revision may be gone.
+    compacted: AtomicI64,
+    hub: Mutex<Hub>,
+}
+
+impl Shared {
+    /// Runs `f` on a pooled read connection on the blocking thread pool.
+    async fn read<T: Send + 'static>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&mut Connection) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let shared = Arc::clone(self);
+        tokio::task::spawn_blocking(move || {
+            let pooled = shared.readers.lock().unwrap_or_else(|p| p.into_inner()).pop();
+            let mut conn = match pooled {
+                Some(c) => c,
+                None => schema::open_reader(&shared.path)?,
+            };
+            let result = f(&mut conn);
+            let mut pool = shared.readers.lock().unwrap_or_else(|p| p.into_inner());
+            if pool.len() < shared.read_connections {
+                pool.push(conn);
+            }
+            result
+        })
+        .await
+        .map_err(|e| Error::Unavailable(format!("read task failed: {e}")))?
+    }
+
+    fn current(&self) -> Revision {
+        self.current.load(Ordering::Acquire)
+    }
+
+    /// The revision to read at, checked against the current and compacted revisions.
+    fn read_revision(&self, requested: Option<Revision>) -> Result<Revision> {
+        let current = self.current();
+        match requested {
+            None | Some(0) => Ok(current),
+            Some(r) if r > current => Err(Error::FutureRevision { requested: r, current }),
+            Some(r) => Ok(r),
+        }
+    }
+}
+
+/// The SQLite store. Dropping it stops the writer thread (after it finishes what was queued)
+/// and ends every watch.
+#[derive(Debug)]
+pub struct SqliteStore {
+    shared: Arc<Shared>,
+    requests: Option<mpsc::Sender<Request>>,
+    writer: Option<std::thread::JoinHandle<()>>,
+    // Held for the store's lifetime: a second process opening the same file gets a clear error
+    // instead of two writers interleaving revisions.
+    _lock: File,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path`.
+    pub async fn open(path: &Path, options: SqliteOptions) -> Result<SqliteStore> {
+        let path = path.to_path_buf();
+        tokio::task::spawn_blocking(move || Self::open_blocking(path, options))
+            .await
+            .map_err(|e| Error::Unavailable(format!("open task failed: {e}")))?
+    }
+
+    fn open_blocking(path: PathBuf, options: SqliteOptions) -> Result<SqliteStore> {
+        let lock = schema::lock_file(&path)?;
+        let (conn, state) = schema::open_writer(&path)?;
+        let shared = Arc::new(Shared {
+            path: path.clone(),
+            readers: Mutex::new(Vec::new()),
+            read_connections: options.read_connections.max(1),
+            current: AtomicI64::new(state.revision),
+            compacted: AtomicI64::new(state.compacted),
+            hub: Mutex::new(Hub::new(state.revision)),
+        });
+        // Fail now, not on the first read, if readers cannot open the file.
+        let reader = schema::open_reader(&path)?;
+        shared.readers.lock().unwrap_or_else(|p| p.into_inner()).push(reader);
+
+        let (tx, rx) = mpsc::channel();
+        let writer = writer::Writer::new(conn, Arc::clone(&shared), rx, options, state.swept)?;
+        let handle = std::thread::Builder::new()
+            .name("tug-store-writer".into())
+            .spawn(move || writer.run())
+            .map_err(|e| Error::Unavailable(format!("cannot start the writer thread: {e}")))?;
+        Ok(SqliteStore { shared, requests: Some(tx), writer: Some(handle), _lock: lock })
+    }
+
+    async fn submit(&self, op: WriteOp) -> Result<WriteOutcome> {
+        let (reply, rx) = oneshot::channel();
+        self.requests
+            .as_ref()
+            .ok_or_else(|| Error::Unavailable("the store is shut down".into()))?
+            .send(Request::Write { op, reply })
+            .map_err(|_| Error::Unavailable("the store is shut down".into()))?;
+        rx.await.map_err(|_| Error::Unavailable("the writer stopped before answering".into()))?
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.shared.path
+    }
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        // Closing the queue tells the writer to finish; wait so the file is closed (and the
+        // lock released) when drop returns.
+        drop(self.requests.take());
+        if let Some(handle) = self.writer.take() {
+            let _ = handle.join();
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for SqliteStore {
+    async fn current_revision(&self) -> Result<Revision> {
+        Ok(self.shared.current())
+    }
+
+    async fn get(&self, key: &str, revision: Option<Revision>) -> Result<Option<KeyValue>> {
+        let at = self.shared.read_revision(revision)?;
+        let key = key.to_string();
+        self.shared.read(move |conn| read::get(conn, &key, at)).await
+    }
+
+    async fn list(&self, prefix: &str, options: ListOptions) -> Result<ListResult> {
+        let (at, start_after) = match &options.continue_token {
+            Some(token) => {
+                let t = ContinueToken::decode(token)?;
+                if !t.last_key.starts_with(prefix) {
+                    return Err(Error::InvalidContinue(format!(
+                        "token is for key {:?}, not under prefix {prefix:?}",
+                        t.last_key
+                    )));
+                }
+                (self.shared.read_revision(Some(t.revision))?, Some(t.last_key))
+            }
+            None => (self.shared.read_revision(options.revision)?, None),
+        };
+        let prefix = prefix.to_string();
+        let limit = options.limit;
+        self.shared.read(move |conn| read::list(conn, &prefix, start_after.as_deref(), at, limit)).await
+    }
+
+    async fn create(&self, key: &str, value: Vec<u8>, ttl: Option<Duration>) -> Result<Revision> {
+        match self.submit(WriteOp::Create { key: key.to_string(), value, ttl }).await? {
+            WriteOutcome::Revision(r) => Ok(r),
+            WriteOutcome::Deleted(d) => Ok(d.revision),
+        }
+    }
+
+    async fn update(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        expected: Revision,
+        ttl: Option<Duration>,
+    ) -> Result<Revision> {
+        match self.submit(WriteOp::Update { key: key.to_string(), value, expected, ttl }).await? {
+            WriteOutcome::Revision(r) => Ok(r),
+            WriteOutcome::Deleted(d) => Ok(d.revision),
+        }
+    }
+
+    async fn delete(&self, key: &str, expected: Option<Revision>) -> Result<Deleted> {
+        match self.submit(WriteOp::Delete { key: key.to_string(), expected }).await? {
+            WriteOutcome::Deleted(d) => Ok(d),
+            WriteOutcome::Revision(_) => Err(Error::Unavailable("delete answered without the deleted key".into())),
+        }
+    }
+
+    async fn watch(&self, prefix: &str, after: Revision) -> Result<WatchStream> {
+        hub::watch(&self.shared, prefix, after).await
+    }
+
+    async fn compact(&self, revision: Revision) -> Result<()> {
+        let current = self.shared.current();
+        if revision > current {
+            return Err(Error::FutureRevision { requested: revision, current });
+        }
+        let (reply, rx) = oneshot::channel();
+        self.requests
+            .as_ref()
+            .ok_or_else(|| Error::Unavailable("the store is shut down".into()))?
+            .send(Request::Compact { revision, reply })
+            .map_err(|_| Error::Unavailable("the store is shut down".into()))?;
+        rx.await.map_err(|_| Error::Unavailable("the writer stopped before answering".into()))?
+    }
+
+    async fn compacted_revision(&self) -> Result<Revision> {
+        Ok(self.shared.compacted.load(Ordering::Acquire))
+    }
+}

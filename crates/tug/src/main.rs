@@ -1,0 +1,142 @@
+//! `tug`: one binary for the server, the node agent, hollow nodes and the kubectl-like CLI.
+//! Argument parsing and wiring only; the work lives in the library crates.
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Debug, Parser)]
+#[command(name = "tug", version, about = "Tugboat: a small container orchestrator that speaks the Kubernetes API")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the control plane: API server, scheduler, controllers and (unless disabled) an agent.
+    Server(ServerArgs),
+    /// Run a node agent that joins a server and runs pods through containerd.
+    Agent(AgentArgs),
+    /// Run hollow nodes: real Node objects, leases and pod status, no containers.
+    Sim(SimArgs),
+    /// Kubernetes-compatible verbs (get, apply, delete, ...), reading KUBECONFIG.
+    #[command(external_subcommand)]
+    Verb(Vec<String>),
+}
+
+#[derive(Debug, Args)]
+struct ServerArgs {
+    /// Where the server keeps its state, certificates and kubeconfig.
+    #[arg(long, default_value = "/var/lib/tugboat")]
+    data_dir: PathBuf,
+    /// Address to serve the Kubernetes API on.
+    #[arg(long, default_value = "127.0.0.1:6443")]
+    listen: String,
+    /// `sqlite` (DATA_DIR/state.db), `sqlite:///path.db`, or `etcd://host:port[,host:port...][/prefix]`.
+    #[arg(long, default_value = "sqlite")]
+    datastore: String,
+    /// Do not run a node agent inside the server.
+    #[arg(long)]
+    disable_agent: bool,
+    /// Name of the server's own node.
+    #[arg(long)]
+    node_name: Option<String>,
+}
+
+#[derive(Debug, Args)]
+struct AgentArgs {
+    #[arg(long)]
+    server: String,
+    #[arg(long)]
+    token_file: PathBuf,
+    #[arg(long, default_value = "/var/lib/tugboat-agent")]
+    data_dir: PathBuf,
+    #[arg(long)]
+    node_name: Option<String>,
+    #[arg(long, default_value = "cri")]
+    runtime: String,
+    #[arg(long)]
+    containerd_socket: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct SimArgs {
+    #[arg(long)]
+    server: String,
+    #[arg(long)]
+    token_file: PathBuf,
+    #[arg(long, default_value_t = 10)]
+    nodes: usize,
+    #[arg(long, default_value = "sim")]
+    name_prefix: String,
+}
+
+/// Known kubectl-style verbs; anything else is a typo, and says so.
+const VERBS: &[&str] = &[
+    "get", "describe", "apply", "create", "delete", "scale", "rollout", "logs", "exec", "expose", "set",
+    "cordon", "uncordon", "drain", "plan", "run", "label", "annotate", "edit", "replace", "patch",
+];
+
+fn not_yet(what: &str) -> ExitCode {
+    eprintln!("tug: {what} is not implemented yet in this build of Tugboat.");
+    ExitCode::from(2)
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("TUG_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Server(args) => server(args),
+        Command::Agent(_) => not_yet("`tug agent` (the node agent)"),
+        Command::Sim(_) => not_yet("`tug sim` (hollow nodes)"),
+        Command::Verb(argv) => {
+            let verb = argv.first().map(String::as_str).unwrap_or_default();
+            if VERBS.contains(&verb) {
+                not_yet(&format!("`tug {verb}`"))
+            } else {
+                eprintln!("tug: unknown command {verb:?}. Run `tug --help` for the list of commands.");
+                ExitCode::from(2)
+            }
+        }
+    }
+}
+
+fn server(args: ServerArgs) -> ExitCode {
+    let datastore = match tug_store::Datastore::parse(&args.datastore, &args.data_dir) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("tug server: --datastore: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("tug server: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let store = match tug_store::open(&datastore, tug_store::CompactionPolicy::default()).await {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("tug server: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let revision = store.current_revision().await.unwrap_or_default();
+        tracing::info!(?datastore, revision, "datastore ready");
+        eprintln!(
+            "tug server: the datastore is ready (revision {revision}), but the Kubernetes API server \
+             is not implemented yet in this build, so there is nothing to serve on {}.",
+            args.listen
+        );
+        ExitCode::from(3)
+    })
+}
