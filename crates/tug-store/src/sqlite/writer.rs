@@ -167,7 +167,10 @@ impl Writer {
             }
             Err(e) => {
                 // Nothing of the batch was committed: every caller hears so.
-                let msg = e.to_string();
+                let msg = match e {
+                    Error::Unavailable(m) => m,
+                    other => other.to_string(),
+                };
                 for reply in replies {
                     let _ = reply.send(Err(Error::Unavailable(format!("write not applied: {msg}"))));
                 }
