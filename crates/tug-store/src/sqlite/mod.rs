@@ -136,7 +136,8 @@ impl SqliteStore {
         shared.readers.lock().unwrap_or_else(|p| p.into_inner()).push(reader);
 
         let (tx, rx) = mpsc::channel();
-        let writer = writer::Writer::new(conn, Arc::clone(&shared), rx, options, state.swept)?;
+        let checkpointer = writer::Checkpointer::start(schema::open_checkpointer(&path)?)?;
+        let writer = writer::Writer::new(conn, Arc::clone(&shared), rx, options, state.swept, checkpointer)?;
         let handle = std::thread::Builder::new()
             .name("tug-store-writer".into())
             .spawn(move || writer.run())

@@ -131,6 +131,8 @@ pub(super) fn open_writer(path: &Path) -> Result<(Connection, State)> {
     // filesystem (incremental_vacuum) so the file shrinks, not just stops growing.
     conn.execute_batch("PRAGMA auto_vacuum = INCREMENTAL;").map_err(|e| sqlite_open_error(path, e))?;
     configure(&conn, path)?;
+    // Checkpoints run on their own thread (see `Checkpointer`), not inside a writer's commit.
+    conn.execute_batch("PRAGMA wal_autocheckpoint = 0;").map_err(|e| sqlite_open_error(path, e))?;
     conn.execute_batch(&format!("BEGIN IMMEDIATE; {SCHEMA} COMMIT;")).map_err(|e| {
         let _ = conn.execute_batch("ROLLBACK;");
         sqlite_open_error(path, e)
@@ -162,6 +164,13 @@ pub(super) fn open_writer(path: &Path) -> Result<(Connection, State)> {
         )));
     }
     Ok((conn, state))
+}
+
+/// Opens the checkpointer's connection.
+pub(super) fn open_checkpointer(path: &Path) -> Result<Connection> {
+    let conn = Connection::open(path).map_err(|e| sqlite_open_error(path, e))?;
+    configure(&conn, path)?;
+    Ok(conn)
 }
 
 /// Opens a read connection (the writer has already created the schema).

@@ -13,6 +13,9 @@ use tokio::sync::oneshot;
 /// Revisions of history examined per compaction step. Steps run between write batches, so one
 /// step bounds how long compaction can hold up writers.
 const COMPACTION_STEP: i64 = 2000;
+/// Commits between two checkpoint requests: often enough to keep the WAL to a few MiB, rarely
+/// enough that checkpointing is not continuous.
+const COMMITS_PER_CHECKPOINT: u32 = 64;
 /// Longest the writer sleeps with nothing to do (an upper bound, not a poll: it wakes at once
 /// for requests, and earlier for TTL expiry or compaction ticks).
 const IDLE_WAKE: Duration = Duration::from_secs(3600);
@@ -55,6 +58,8 @@ struct Latest {
 
 pub(super) struct Writer {
     conn: Connection,
+    checkpointer: Option<Checkpointer>,
+    commits_since_checkpoint: u32,
     shared: Arc<Shared>,
     requests: mpsc::Receiver<Request>,
     max_batch: usize,
@@ -83,6 +88,7 @@ impl Writer {
         requests: mpsc::Receiver<Request>,
         options: SqliteOptions,
         swept: Revision,
+        checkpointer: Checkpointer,
     ) -> Result<Writer> {
         let revision = shared.current.load(Ordering::Acquire);
         // An interval beyond a day means "compact only when asked".
@@ -90,6 +96,8 @@ impl Writer {
             .then(|| Instant::now() + options.compaction.interval);
         let mut w = Writer {
             conn,
+            checkpointer: Some(checkpointer),
+            commits_since_checkpoint: 0,
             shared,
             requests,
             max_batch: options.max_batch.max(1),
@@ -139,6 +147,13 @@ impl Writer {
             self.compaction_step();
         }
         self.shared.hub.lock().unwrap_or_else(|p| p.into_inner()).close_all();
+        if let Some(c) = self.checkpointer.take() {
+            c.stop();
+        }
+        // Leave a tidy file behind: everything in the main database, an empty WAL.
+        if let Err(e) = self.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);") {
+            tracing::warn!(error = %e, "final checkpoint failed; the WAL will be replayed at next open");
+        }
     }
 
     fn time_to_next_duty(&self) -> Duration {
@@ -214,6 +229,13 @@ impl Writer {
         }
         tx.commit().map_err(db_error)?;
         self.revision = next;
+        self.commits_since_checkpoint += 1;
+        if self.commits_since_checkpoint >= COMMITS_PER_CHECKPOINT {
+            self.commits_since_checkpoint = 0;
+            if let Some(c) = &self.checkpointer {
+                c.request();
+            }
+        }
         if let Some(at) = earliest_new_expiry {
             self.next_expiry = Some(self.next_expiry.map_or(at, |e| e.min(at)));
         }
@@ -466,5 +488,40 @@ fn apply_op(
             let deleted = Deleted { revision: rev, prev: prev.clone() };
             Ok(Ok((WriteOutcome::Deleted(deleted), WatchEvent { kind: EventKind::Delete, kv, prev: Some(prev) })))
         }
+    }
+}
+
+/// Copies the WAL back into the database on its own thread and connection. A PASSIVE checkpoint
+/// never blocks the writer, so the fsyncs of the main file stay off the commit path, where
+/// SQLite's automatic checkpoint would put them (they showed up as the write p99).
+pub(super) struct Checkpointer {
+    wake: mpsc::SyncSender<()>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Checkpointer {
+    pub(super) fn start(conn: Connection) -> Result<Checkpointer> {
+        let (wake, requests) = mpsc::sync_channel::<()>(1);
+        let thread = std::thread::Builder::new()
+            .name("tug-store-checkpoint".into())
+            .spawn(move || {
+                while requests.recv().is_ok() {
+                    if let Err(e) = conn.execute_batch("PRAGMA wal_checkpoint(PASSIVE);") {
+                        tracing::warn!(error = %e, "WAL checkpoint failed; will retry");
+                    }
+                }
+            })
+            .map_err(|e| Error::Unavailable(format!("cannot start the checkpoint thread: {e}")))?;
+        Ok(Checkpointer { wake, thread })
+    }
+
+    /// Asks for a checkpoint; a request already pending covers this one.
+    fn request(&self) {
+        let _ = self.wake.try_send(());
+    }
+
+    fn stop(self) {
+        drop(self.wake);
+        let _ = self.thread.join();
     }
 }

@@ -1,0 +1,49 @@
+//! Benchmarks. `cargo run --release -p tug-bench -- <name> [flags]`; each prints its progress on
+//! stderr and ends with ONE line of JSON holding its figures on stdout.
+
+mod store;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "tug-bench", about = "Tugboat benchmarks")]
+struct Cli {
+    #[command(subcommand)]
+    bench: Bench,
+}
+
+#[derive(Debug, Subcommand)]
+enum Bench {
+    /// The datastore: durable write rate and latency, watch delivery, large lists.
+    Store(store::StoreArgs),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+    let figures = match cli.bench {
+        Bench::Store(args) => runtime.block_on(store::run(args)),
+    };
+    match figures {
+        Ok(json) => println!("{json}"),
+        Err(e) => {
+            eprintln!("benchmark failed: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
+/// The value at quantile `q` (0..=1) of `samples`, in milliseconds.
+pub(crate) fn percentile_ms(samples: &mut [std::time::Duration], q: f64) -> f64 {
+    if samples.is_empty() {
+        return 0.0;
+    }
+    samples.sort_unstable();
+    let idx = ((samples.len() as f64 - 1.0) * q).round() as usize;
+    samples[idx].as_secs_f64() * 1000.0
+}
+
+/// Rounds to 2 decimals for the JSON line.
+pub(crate) fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}

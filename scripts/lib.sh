@@ -1,0 +1,32 @@
+# Shared by the set-up scripts: idempotent, quiet installs.
+
+# Installs the Debian packages that are missing (and only those), quietly.
+ensure_packages() {
+  local missing=()
+  for pkg in "$@"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  echo "installing: ${missing[*]}"
+  local sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # Debian starts a system-wide etcd on install; Tugboat runs its own, on its own ports.
+  if [[ " ${missing[*]} " == *" etcd-server "* ]] && [ -d /run/systemd/system ]; then
+    $sudo systemctl disable --now etcd >/dev/null 2>&1 || true
+  fi
+}
+
+# Rust comes from rustup (Debian 12's rustc is too old for this workspace).
+ensure_rust() {
+  [ -f "$HOME/.cargo/env" ] && . "$HOME/.cargo/env"
+  if ! command -v cargo >/dev/null 2>&1; then
+    echo "error: cargo is not installed. Install Rust with rustup (https://rustup.rs), then run this again." >&2
+    exit 1
+  fi
+  rustup component add rustfmt clippy >/dev/null 2>&1 || true
+}
+
+# What building tug needs: a C compiler for SQLite, protoc for the etcd and CRI protocols.
+BUILD_PACKAGES=(build-essential pkg-config protobuf-compiler)

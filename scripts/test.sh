@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Runs every check and test: formatting, clippy, fast unit tests, then the tests that start real
+# things (etcd, crashing child processes, a tmpfs for the full-disk test). Needs root for the
+# latter, as CI has.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+ensure_packages "${BUILD_PACKAGES[@]}" etcd-server
+ensure_rust
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+echo "== unit tests"
+cargo test --workspace --lib --bins --quiet
+echo "== integration tests (real etcd, crash, full disk)"
+cargo test --workspace --test '*' --quiet -- --test-threads=4
