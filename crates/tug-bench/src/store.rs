@@ -36,7 +36,10 @@ pub struct StoreArgs {
 }
 
 pub async fn run(args: StoreArgs) -> Result<String, String> {
-    let dir = tempfile::Builder::new().prefix("tug-bench-").tempdir_in(args.dir.clone().unwrap_or_else(std::env::temp_dir)).map_err(|e| e.to_string())?;
+    let dir = tempfile::Builder::new()
+        .prefix("tug-bench-")
+        .tempdir_in(args.dir.clone().unwrap_or_else(std::env::temp_dir))
+        .map_err(|e| e.to_string())?;
     let mut _etcd = None;
     let store: Arc<dyn Store> = match args.backend.as_str() {
         "sqlite" => {

@@ -16,20 +16,17 @@
 use crate::compaction::{CompactionPolicy, RevisionClock};
 use crate::keys::{ContinueToken, key_after, prefix_end};
 use crate::{
-    Deleted, Error, EventKind, KeyValue, ListOptions, ListResult, Result, Revision, Store,
-    WatchEvent, WatchStream,
+    Deleted, Error, EventKind, KeyValue, ListOptions, ListResult, Result, Revision, Store, WatchEvent, WatchStream,
 };
 use etcd_client as ec;
 use std::collections::HashMap;
-use std::future::Future;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 
-const OPEN_HINT: &str =
-    "check that etcd is running and reachable at that address, or fix --datastore";
+const OPEN_HINT: &str = "check that etcd is running and reachable at that address, or fix --datastore";
 /// Undelivered events a watch holds before it stops reading from etcd (backpressure).
 const WATCH_BUFFER: usize = 1024;
 /// How long a broken watch keeps trying to re-establish itself before it reports the outage.
@@ -50,6 +47,9 @@ const MIN_COMPACTION_INTERVAL: Duration = Duration::from_millis(100);
 /// them. etcd refuses pings more often than every 5 s, and pings without streams at all.
 const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(10);
 const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Largest reply accepted from etcd. gRPC's default of 4 MiB is less than one unpaginated
+/// list or one batch of watch events with 1.5 MiB values; kube-apiserver lifts it the same way.
+const MAX_REPLY_BYTES: usize = i32::MAX as usize;
 /// Bound on the bisection that learns etcd's compacted revision (2^64 revisions).
 const MAX_PROBES: usize = 64;
 
@@ -88,9 +88,7 @@ enum Fail {
 /// Sorts an etcd error by what the caller must do about it.
 fn classify(e: &ec::Error) -> Fail {
     match e {
-        ec::Error::GRpcStatus(status) => {
-            known_condition(status.message()).unwrap_or_else(|| Fail::Other(describe(e)))
-        }
+        ec::Error::GRpcStatus(status) => known_condition(status.message()).unwrap_or_else(|| Fail::Other(describe(e))),
         _ => Fail::Other(describe(e)),
     }
 }
@@ -111,14 +109,16 @@ fn known_condition(message: &str) -> Option<Fail> {
 
 /// The error with its causes: tonic hides "connection refused" two levels down.
 fn describe(e: &ec::Error) -> String {
-    let mut text = match e {
+    use std::error::Error as _;
+    // etcd_client::Error itself reports no source; the tonic values inside it do.
+    let (mut text, mut source) = match e {
         ec::Error::GRpcStatus(status) if !status.message().is_empty() => {
-            format!("{:?}: {}", status.code(), status.message())
+            (format!("{:?}: {}", status.code(), status.message()), status.source())
         }
-        ec::Error::GRpcStatus(status) => format!("{:?}", status.code()),
-        other => other.to_string(),
+        ec::Error::GRpcStatus(status) => (format!("{:?}", status.code()), status.source()),
+        ec::Error::TransportError(t) => (e.to_string(), t.source()),
+        other => (other.to_string(), None),
     };
-    let mut source = std::error::Error::source(e);
     while let Some(cause) = source {
         let cause_text = cause.to_string();
         if !text.contains(&cause_text) {
@@ -191,15 +191,16 @@ fn watch_event(kind: EventKind, kv: KeyValue, prev: Option<KeyValue>) -> WatchEv
 }
 
 fn header_revision(header: Option<&ec::ResponseHeader>) -> Result<Revision> {
-    header
-        .map(|h| h.revision())
-        .ok_or_else(|| Error::Unavailable("etcd answered without a response header".into()))
+    header.map(|h| h.revision()).ok_or_else(|| Error::Unavailable("etcd answered without a response header".into()))
 }
 
 /// What every request path shares: the client, the key prefix and what we know of compaction.
 /// Watch and compactor tasks hold it too, so it is separate from [`EtcdStore`].
 struct Conn {
     client: ec::Client,
+    /// Clients with the reply size limit raised (below).
+    kv: ec::KvClient,
+    watch: ec::WatchClient,
     prefix: Vec<u8>,
     /// The endpoints, for error messages.
     target: String,
@@ -253,10 +254,7 @@ impl Conn {
                 Fail::Other(text) => Fail::Other(format!("{what} at etcd {}: {text}", self.target)),
                 known => known,
             }),
-            Err(_) => Err(Fail::Other(format!(
-                "{what} at etcd {}: no answer within {:?}",
-                self.target, limit
-            ))),
+            Err(_) => Err(Fail::Other(format!("{what} at etcd {}: no answer within {:?}", self.target, limit))),
         }
     }
 
@@ -273,19 +271,14 @@ impl Conn {
                 Ok(current) => Error::FutureRevision { requested, current },
                 Err(e) => e,
             },
-            Fail::LeaseNotFound => Error::Unavailable(format!(
-                "etcd {} dropped the lease of a key with a time-to-live; retry",
-                self.target
-            )),
-            Fail::Other(text) => Error::Unavailable(text),
+            other => self.error_at_no_revision(other),
         }
     }
 
     async fn current(&self) -> Result<Revision> {
         let options = ec::GetOptions::new().with_count_only();
-        let response = self
-            .call("read the current revision", self.client.kv_client().get(self.probe_key(), Some(options)))
-            .await;
+        let response =
+            self.call("read the current revision", self.kv.clone().get(self.probe_key(), Some(options))).await;
         match response {
             Ok(r) => header_revision(r.header()),
             Err(fail) => Err(self.error_at_no_revision(fail)),
@@ -296,20 +289,22 @@ impl Conn {
     fn error_at_no_revision(&self, fail: Fail) -> Error {
         match fail {
             Fail::Other(text) => Error::Unavailable(text),
+            Fail::LeaseNotFound => Error::Unavailable(format!(
+                "etcd {} dropped the lease of a key with a time-to-live; retry",
+                self.target
+            )),
             other => Error::Unavailable(format!("etcd {} answered {other:?}", self.target)),
         }
     }
 
     /// Whether a read at `revision` succeeds: `Ok(false)` when it is below etcd's compaction
-    /// revision (or beyond its current one, which bisection never asks).
+    /// revision. Beyond the current revision is an error, not "compacted", so that a wrong
+    /// floor can never be recorded as a compaction.
     async fn readable_at(&self, revision: Revision) -> std::result::Result<bool, Fail> {
         let options = ec::GetOptions::new().with_count_only().with_revision(revision);
-        match self
-            .call("read at an old revision", self.client.kv_client().get(self.probe_key(), Some(options)))
-            .await
-        {
+        match self.call("read at an old revision", self.kv.clone().get(self.probe_key(), Some(options))).await {
             Ok(_) => Ok(true),
-            Err(Fail::Compacted(_)) | Err(Fail::Future) => Ok(false),
+            Err(Fail::Compacted(_)) => Ok(false),
             Err(other) => Err(other),
         }
     }
@@ -372,8 +367,8 @@ impl Conn {
                 Err(Error::Compacted { requested: revision, compacted: known })
             };
         }
-        let request = self.client.kv_client().compact(revision, None);
-        match self.call("compact", request).await {
+        let mut kv = self.kv.clone();
+        match self.call("compact", kv.compact(revision, None)).await {
             Ok(_) => {
                 self.compacted.fetch_max(revision, Ordering::AcqRel);
                 Ok(())
@@ -381,11 +376,7 @@ impl Conn {
             Err(Fail::Compacted(_)) => {
                 // Someone else (another tug server, an operator) compacted at or beyond it.
                 let compacted = self.learn_compacted(revision).await;
-                if compacted == revision {
-                    Ok(())
-                } else {
-                    Err(Error::Compacted { requested: revision, compacted })
-                }
+                if compacted == revision { Ok(()) } else { Err(Error::Compacted { requested: revision, compacted }) }
             }
             Err(fail) => Err(self.error_at(fail, revision).await),
         }
@@ -415,17 +406,9 @@ impl std::fmt::Debug for EtcdStore {
 impl EtcdStore {
     /// Connects to etcd at `endpoints` (`http://host:port`) and checks that it answers, so a
     /// wrong address fails here, within about `dial_timeout`, rather than at the first request.
-    pub async fn connect(
-        endpoints: &[String],
-        prefix: &str,
-        options: EtcdOptions,
-    ) -> Result<EtcdStore> {
+    pub async fn connect(endpoints: &[String], prefix: &str, options: EtcdOptions) -> Result<EtcdStore> {
         let target = endpoints.join(",");
-        let open_error = |reason: String| Error::Open {
-            path: PathBuf::from(&target),
-            reason,
-            hint: OPEN_HINT,
-        };
+        let open_error = |reason: String| Error::Open { path: PathBuf::from(&target), reason, hint: OPEN_HINT };
         if endpoints.is_empty() {
             return Err(open_error("no etcd endpoint given".into()));
         }
@@ -440,6 +423,8 @@ impl EtcdStore {
             Err(_) => return Err(open_error(format!("no connection within {dial:?}"))),
         };
         let conn = Arc::new(Conn {
+            kv: client.kv_client().max_decoding_message_size(MAX_REPLY_BYTES),
+            watch: client.watch_client().max_decoding_message_size(MAX_REPLY_BYTES),
             client,
             prefix: normalize_prefix(prefix).into_bytes(),
             target: target.clone(),
@@ -447,7 +432,8 @@ impl EtcdStore {
             compacted: AtomicI64::new(0),
         });
         // The client connects lazily: one real request proves etcd is there.
-        let probe = conn.client.kv_client().get(conn.probe_key(), Some(ec::GetOptions::new().with_count_only()));
+        let mut kv = conn.kv.clone();
+        let probe = kv.get(conn.probe_key(), Some(ec::GetOptions::new().with_count_only()));
         match conn.call_within(dial, "first request", probe).await {
             Ok(_) => {}
             Err(Fail::Other(text)) => return Err(open_error(text)),
@@ -465,13 +451,11 @@ impl EtcdStore {
     async fn lease_for(&self, ttl: Duration) -> Result<i64> {
         let secs = lease_seconds(ttl);
         let now = Instant::now();
+        let cached = self.leases.lock().unwrap_or_else(|p| p.into_inner()).get(&secs).copied();
+        if let Some((id, granted)) = cached
+            && now.saturating_duration_since(granted) < LEASE_REUSE
         {
-            let leases = self.leases.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(&(id, granted)) = leases.get(&secs) {
-                if now.saturating_duration_since(granted) < LEASE_REUSE {
-                    return Ok(id);
-                }
-            }
+            return Ok(id);
         }
         let grant_secs = secs.saturating_add(LEASE_REUSE.as_secs().max(1) as i64).min(MAX_LEASE_SECONDS);
         let response = self
@@ -514,7 +498,7 @@ impl EtcdStore {
                 None => None,
             };
             let txn = build(lease.map(|id| ec::PutOptions::new().with_lease(id)));
-            match self.conn.call("write", self.conn.client.kv_client().txn(txn)).await {
+            match self.conn.call("write", self.conn.kv.clone().txn(txn)).await {
                 Ok(response) => return Ok(response),
                 Err(Fail::LeaseNotFound) if !retried => {
                     if let (Some(ttl), Some(id)) = (ttl, lease) {
@@ -529,20 +513,13 @@ impl EtcdStore {
 
     /// The key as the failure branch of a transaction read it: `Conflict` if present,
     /// `NotFound` if not.
-    fn precondition_failed(
-        &self,
-        response: &ec::TxnResponse,
-        key: &str,
-        expected: Revision,
-    ) -> Error {
+    fn precondition_failed(&self, response: &ec::TxnResponse, key: &str, expected: Revision) -> Error {
         let current = response.op_responses().into_iter().find_map(|op| match op {
             ec::TxnOpResponse::Get(get) => Some(get.kvs().first().map(|kv| self.conn.to_kv(kv))),
             _ => None,
         });
         match current {
-            Some(Some(Ok(current))) => {
-                Error::Conflict { key: key.to_string(), expected, current: Box::new(current) }
-            }
+            Some(Some(Ok(current))) => Error::Conflict { key: key.to_string(), expected, current: Box::new(current) },
             Some(Some(Err(e))) => e,
             Some(None) => Error::NotFound { key: key.to_string() },
             None => Error::Unavailable(format!(
@@ -565,7 +542,8 @@ impl Store for EtcdStore {
         if let Some(r) = at {
             options = options.with_revision(r);
         }
-        let request = self.conn.client.kv_client().get(self.conn.full_key(key), Some(options));
+        let mut kv = self.conn.kv.clone();
+        let request = kv.get(self.conn.full_key(key), Some(options));
         match self.conn.call("get", request).await {
             Ok(response) => response.kvs().first().map(|kv| self.conn.to_kv(kv)).transpose(),
             Err(fail) => Err(self.conn.error_at(fail, at.unwrap_or(0)).await),
@@ -594,7 +572,7 @@ impl Store for EtcdStore {
         if options.limit > 0 {
             get = get.with_limit(i64::try_from(options.limit).unwrap_or(i64::MAX));
         }
-        let response = match self.conn.call("list", self.conn.client.kv_client().get(start, Some(get))).await {
+        let response = match self.conn.call("list", self.conn.kv.clone().get(start, Some(get))).await {
             Ok(response) => response,
             Err(fail) => return Err(self.conn.error_at(fail, at.unwrap_or(0)).await),
         };
@@ -628,13 +606,7 @@ impl Store for EtcdStore {
         header_revision(response.header())
     }
 
-    async fn update(
-        &self,
-        key: &str,
-        value: Vec<u8>,
-        expected: Revision,
-        ttl: Option<Duration>,
-    ) -> Result<Revision> {
+    async fn update(&self, key: &str, value: Vec<u8>, expected: Revision, ttl: Option<Duration>) -> Result<Revision> {
         let full = self.conn.full_key(key);
         let response = self
             .write_txn(ttl, |put| {
@@ -657,17 +629,15 @@ impl Store for EtcdStore {
 
     async fn delete(&self, key: &str, expected: Option<Revision>) -> Result<Deleted> {
         let full = self.conn.full_key(key);
-        let compares: Vec<ec::Compare> = expected
-            .map(|e| ec::Compare::mod_revision(full.clone(), ec::CompareOp::Equal, e))
-            .into_iter()
-            .collect();
+        let compares: Vec<ec::Compare> =
+            expected.map(|e| ec::Compare::mod_revision(full.clone(), ec::CompareOp::Equal, e)).into_iter().collect();
         let txn = ec::Txn::new()
             .when(compares)
             .and_then([ec::TxnOp::delete(full.clone(), Some(ec::DeleteOptions::new().with_prev_key()))])
             .or_else([ec::TxnOp::get(full, None)]);
         let response = self
             .conn
-            .call("delete", self.conn.client.kv_client().txn(txn))
+            .call("delete", self.conn.kv.clone().txn(txn))
             .await
             .map_err(|fail| self.conn.error_at_no_revision(fail))?;
         if !response.succeeded() {
@@ -687,19 +657,20 @@ impl Store for EtcdStore {
     async fn watch(&self, prefix: &str, after: Revision) -> Result<WatchStream> {
         let known = self.conn.compacted.load(Ordering::Acquire);
         if after < known {
-            return Err(Error::Compacted { requested: after + 1, compacted: known });
+            return Err(Error::Compacted { requested: after.saturating_add(1), compacted: known });
         }
         // etcd reports a compacted start revision only asynchronously, after the watch is
         // created. A read at `after` fails under the same rule (after < etcd's compaction
         // revision), so ask that first and fail here, as the SQLite backend does. A future
         // `after` is fine: the watch waits for it.
         let options = ec::GetOptions::new().with_count_only().with_revision(after.max(1));
-        let check = self.conn.client.kv_client().get(self.conn.probe_key(), Some(options));
+        let mut kv = self.conn.kv.clone();
+        let check = kv.get(self.conn.probe_key(), Some(options));
         match self.conn.call("watch", check).await {
             Ok(_) | Err(Fail::Future) => {}
             Err(Fail::Compacted(_)) => {
-                let compacted = self.conn.learn_compacted(after + 1).await;
-                return Err(Error::Compacted { requested: after + 1, compacted });
+                let compacted = self.conn.learn_compacted(after.saturating_add(1)).await;
+                return Err(Error::Compacted { requested: after.saturating_add(1), compacted });
             }
             Err(fail) => return Err(self.conn.error_at_no_revision(fail)),
         }
@@ -715,9 +686,9 @@ impl Store for EtcdStore {
         let session = match watcher.open(self.conn.request_timeout).await {
             Ok(session) => session,
             Err(Fail::Compacted(reported)) => {
-                let floor = reported.unwrap_or(0).max(after + 1);
+                let floor = reported.unwrap_or(0).max(after.saturating_add(1));
                 let compacted = self.conn.learn_compacted(floor).await;
-                return Err(Error::Compacted { requested: after + 1, compacted });
+                return Err(Error::Compacted { requested: after.saturating_add(1), compacted });
             }
             Err(fail) => return Err(self.conn.error_at_no_revision(fail)),
         };
@@ -810,7 +781,7 @@ impl Watcher {
         let deadline = tokio::time::Instant::now() + limit;
         let mut stream = self
             .conn
-            .call_within(limit, "watch", self.conn.client.watch_client().watch(self.start.clone(), Some(options)))
+            .call_within(limit, "watch", self.conn.watch.clone().watch(self.start.clone(), Some(options)))
             .await?;
         loop {
             let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
@@ -849,7 +820,9 @@ impl Watcher {
                     return;
                 }
                 End::Broken(reason) => {
-                    tracing::info!(prefix = %self.user_prefix, %reason, after = self.delivered, "etcd watch broke; resuming");
+                    let after = self.delivered;
+                    let prefix = &self.user_prefix;
+                    tracing::info!(%prefix, %reason, after, "etcd watch broke; resuming");
                     match self.resume(&tx, reason).await {
                         Ok(resumed) => session = resumed,
                         Err(End::Fail(error)) => {
@@ -885,7 +858,7 @@ impl Watcher {
                 // History we still owe the caller is gone (the watch fell that far behind).
                 let compacted = response.compact_revision();
                 self.conn.compacted.fetch_max(compacted, Ordering::AcqRel);
-                return End::Fail(Error::Compacted { requested: self.delivered + 1, compacted });
+                return End::Fail(Error::Compacted { requested: self.delivered.saturating_add(1), compacted });
             }
             if response.canceled() {
                 return End::Broken(format!("etcd cancelled the watch: {}", response.cancel_reason()));
@@ -938,7 +911,11 @@ impl Watcher {
 
     /// Re-creates the watch from the last delivered revision, backing off, for up to
     /// [`RESUME_BUDGET`].
-    async fn resume(&mut self, tx: &mpsc::Sender<Result<WatchEvent>>, mut last_error: String) -> std::result::Result<Session, End> {
+    async fn resume(
+        &mut self,
+        tx: &mpsc::Sender<Result<WatchEvent>>,
+        mut last_error: String,
+    ) -> std::result::Result<Session, End> {
         let deadline = Instant::now() + RESUME_BUDGET;
         let mut delay = RESUME_FIRST_DELAY;
         loop {
@@ -959,8 +936,9 @@ impl Watcher {
             match self.open(self.conn.request_timeout.min(left).max(Duration::from_millis(100))).await {
                 Ok(session) => return Ok(session),
                 Err(Fail::Compacted(reported)) => {
-                    let compacted = self.conn.learn_compacted(reported.unwrap_or(0).max(self.delivered + 1)).await;
-                    return Err(End::Fail(Error::Compacted { requested: self.delivered + 1, compacted }));
+                    let compacted =
+                        self.conn.learn_compacted(reported.unwrap_or(0).max(self.delivered.saturating_add(1))).await;
+                    return Err(End::Fail(Error::Compacted { requested: self.delivered.saturating_add(1), compacted }));
                 }
                 Err(Fail::Other(text)) => last_error = text,
                 Err(other) => last_error = format!("{other:?}"),
@@ -1022,10 +1000,7 @@ mod tests {
             known_condition("etcdserver: mvcc: required revision has been compacted"),
             Some(Fail::Compacted(None))
         );
-        assert_eq!(
-            known_condition("etcdserver: mvcc: required revision is a future revision"),
-            Some(Fail::Future)
-        );
+        assert_eq!(known_condition("etcdserver: mvcc: required revision is a future revision"), Some(Fail::Future));
         assert_eq!(known_condition("etcdserver: requested lease not found"), Some(Fail::LeaseNotFound));
         assert_eq!(known_condition("etcdserver: request timed out"), None);
         assert!(matches!(classify(&ec::Error::InvalidArgs("x".into())), Fail::Other(_)));

@@ -132,7 +132,9 @@ pub enum Error {
     /// The data could not be opened (missing permissions, not a database, in use, ...).
     #[error("cannot open the datastore at {path}: {reason}. {hint}")]
     Open { path: PathBuf, reason: String, hint: &'static str },
-    /// The backend failed the operation; nothing was changed.
+    /// The backend failed the operation. A failed write was not applied, with one exception:
+    /// on etcd, a write whose answer was lost (a timeout, a connection dropped mid-request) may
+    /// have been applied, so re-read before retrying it.
     #[error("datastore unavailable: {0}")]
     Unavailable(String),
     /// The stored data is not what this version of tug wrote.
@@ -167,13 +169,7 @@ pub trait Store: Send + Sync + 'static {
 
     /// Replaces the value if the key's mod revision is still `expected`
     /// ([`Error::Conflict`] otherwise). The `ttl` replaces any earlier one. Returns the new revision.
-    async fn update(
-        &self,
-        key: &str,
-        value: Vec<u8>,
-        expected: Revision,
-        ttl: Option<Duration>,
-    ) -> Result<Revision>;
+    async fn update(&self, key: &str, value: Vec<u8>, expected: Revision, ttl: Option<Duration>) -> Result<Revision>;
 
     /// Deletes the key, if `expected` is given only while its mod revision is still that.
     async fn delete(&self, key: &str, expected: Option<Revision>) -> Result<Deleted>;
@@ -216,19 +212,14 @@ impl Datastore {
                 Some(i) => (&rest[..i], rest[i..].to_string()),
                 None => (rest, "/tugboat".to_string()),
             };
-            let endpoints: Vec<String> = hosts
-                .split(',')
-                .filter(|h| !h.is_empty())
-                .map(|h| format!("http://{h}"))
-                .collect();
+            let endpoints: Vec<String> =
+                hosts.split(',').filter(|h| !h.is_empty()).map(|h| format!("http://{h}")).collect();
             if endpoints.is_empty() {
                 return Err("etcd:// needs at least one host:port, e.g. etcd://127.0.0.1:2379".into());
             }
             for e in &endpoints {
                 let hostport = &e["http://".len()..];
-                let port_ok = hostport
-                    .rsplit_once(':')
-                    .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
+                let port_ok = hostport.rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
                 if !port_ok {
                     return Err(format!("etcd endpoint {hostport:?} is not host:port"));
                 }
@@ -263,20 +254,11 @@ mod tests {
     #[test]
     fn parses_datastore_specs() {
         let dir = Path::new("/d");
-        assert_eq!(
-            Datastore::parse("sqlite", dir).unwrap(),
-            Datastore::Sqlite { path: "/d/state.db".into() }
-        );
-        assert_eq!(
-            Datastore::parse("sqlite:///x/y.db", dir).unwrap(),
-            Datastore::Sqlite { path: "/x/y.db".into() }
-        );
+        assert_eq!(Datastore::parse("sqlite", dir).unwrap(), Datastore::Sqlite { path: "/d/state.db".into() });
+        assert_eq!(Datastore::parse("sqlite:///x/y.db", dir).unwrap(), Datastore::Sqlite { path: "/x/y.db".into() });
         assert_eq!(
             Datastore::parse("etcd://a:1,b:2/pfx", dir).unwrap(),
-            Datastore::Etcd {
-                endpoints: vec!["http://a:1".into(), "http://b:2".into()],
-                prefix: "/pfx".into()
-            }
+            Datastore::Etcd { endpoints: vec!["http://a:1".into(), "http://b:2".into()], prefix: "/pfx".into() }
         );
         assert_eq!(
             Datastore::parse("etcd://a:1", dir).unwrap(),

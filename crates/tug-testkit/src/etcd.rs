@@ -135,11 +135,7 @@ fn health(port: u16) -> Result<(), String> {
     s.write_all(b"GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").map_err(|e| e.to_string())?;
     let mut body = String::new();
     s.read_to_string(&mut body).map_err(|e| e.to_string())?;
-    if body.contains("\"health\":\"true\"") {
-        Ok(())
-    } else {
-        Err(last_lines(&body, 3))
-    }
+    if body.contains("\"health\":\"true\"") { Ok(()) } else { Err(last_lines(&body, 3)) }
 }
 
 fn last_lines(text: &str, n: usize) -> String {

@@ -16,18 +16,11 @@ use std::time::{Duration, Instant};
 /// port again soon, so a daemon told to listen on it will nearly always get it; callers that
 /// start daemons retry on a bind failure.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("no free loopback port")
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("no free loopback port")
 }
 
 /// Polls `check` until it returns `Ok`, or fails after `deadline` with the last thing observed.
-pub fn wait_for<T>(
-    what: &str,
-    deadline: Duration,
-    mut check: impl FnMut() -> Result<T, String>,
-) -> Result<T, String> {
+pub fn wait_for<T>(what: &str, deadline: Duration, mut check: impl FnMut() -> Result<T, String>) -> Result<T, String> {
     let start = Instant::now();
     let mut pause = Duration::from_millis(5);
     loop {
@@ -46,9 +39,7 @@ pub fn wait_for<T>(
 
 /// A short random suffix for names of host objects a test creates (`tugt-<suffix>`).
 pub fn unique_suffix() -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
     format!("{:x}{:x}", std::process::id() & 0xfff, nanos & 0xfffff)
 }

@@ -74,8 +74,8 @@ struct SimArgs {
 
 /// Known kubectl-style verbs; anything else is a typo, and says so.
 const VERBS: &[&str] = &[
-    "get", "describe", "apply", "create", "delete", "scale", "rollout", "logs", "exec", "expose", "set",
-    "cordon", "uncordon", "drain", "plan", "run", "label", "annotate", "edit", "replace", "patch",
+    "get", "describe", "apply", "create", "delete", "scale", "rollout", "logs", "exec", "expose", "set", "cordon",
+    "uncordon", "drain", "plan", "run", "label", "annotate", "edit", "replace", "patch",
 ];
 
 fn not_yet(what: &str) -> ExitCode {
@@ -85,9 +85,7 @@ fn not_yet(what: &str) -> ExitCode {
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("TUG_LOG").unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("TUG_LOG").unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();

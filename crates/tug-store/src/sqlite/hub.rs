@@ -79,7 +79,12 @@ pub(super) async fn watch(shared: &Arc<Shared>, prefix: &str, after: Revision) -
     // Live events newer than `published` queue up on `live` while the log (after, published]
     // is replayed; registering under the hub lock is what makes the hand-over gapless.
     let (live_tx, mut live_rx) = mpsc::channel(WATCH_BUFFER);
-    hub.watchers.push(Watcher { prefix: prefix.as_bytes().to_vec(), tx: live_tx, after: published, last_sent: published });
+    hub.watchers.push(Watcher {
+        prefix: prefix.as_bytes().to_vec(),
+        tx: live_tx,
+        after: published,
+        last_sent: published,
+    });
     drop(hub);
 
     let shared = Arc::clone(shared);

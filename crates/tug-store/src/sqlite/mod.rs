@@ -92,7 +92,8 @@ impl Shared {
     fn read_revision(&self, requested: Option<Revision>) -> Result<Revision> {
         let current = self.current();
         match requested {
-            None | Some(0) => Ok(current),
+            // Like etcd: zero or a negative revision means "now".
+            None | Some(..=0) => Ok(current),
             Some(r) if r > current => Err(Error::FutureRevision { requested: r, current }),
             Some(r) => Ok(r),
         }
@@ -210,13 +211,7 @@ impl Store for SqliteStore {
         }
     }
 
-    async fn update(
-        &self,
-        key: &str,
-        value: Vec<u8>,
-        expected: Revision,
-        ttl: Option<Duration>,
-    ) -> Result<Revision> {
+    async fn update(&self, key: &str, value: Vec<u8>, expected: Revision, ttl: Option<Duration>) -> Result<Revision> {
         match self.submit(WriteOp::Update { key: key.to_string(), value, expected, ttl }).await? {
             WriteOutcome::Revision(r) => Ok(r),
             WriteOutcome::Deleted(d) => Ok(d.revision),

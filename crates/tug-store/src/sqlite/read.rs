@@ -125,9 +125,7 @@ pub(super) fn history(
              ORDER BY l.rev LIMIT ?5",
         )
         .map_err(db_error)?;
-    let mut rows = stmt
-        .query(rusqlite::params![after, until, prefix.as_bytes(), end, max as i64])
-        .map_err(db_error)?;
+    let mut rows = stmt.query(rusqlite::params![after, until, prefix.as_bytes(), end, max as i64]).map_err(db_error)?;
     let mut events = Vec::new();
     while let Some(r) = rows.next().map_err(db_error)? {
         let key = key_string(r.get(1).map_err(db_error)?)?;

@@ -55,13 +55,11 @@ fn sqlite_open_error(path: &Path, e: rusqlite::Error) -> Error {
             format!("the database is locked by another process ({e})"),
             "Stop the other process using it (another tug server?), or use another --data-dir.",
         ),
-        Some(ErrorCode::CannotOpen) | Some(ErrorCode::PermissionDenied) | Some(ErrorCode::ReadOnly) => {
-            open_error(
-                path,
-                format!("cannot open it for reading and writing ({e})"),
-                "Check that the directory exists and that tug may read and write it and the file.",
-            )
-        }
+        Some(ErrorCode::CannotOpen) | Some(ErrorCode::PermissionDenied) | Some(ErrorCode::ReadOnly) => open_error(
+            path,
+            format!("cannot open it for reading and writing ({e})"),
+            "Check that the directory exists and that tug may read and write it and the file.",
+        ),
         Some(ErrorCode::DiskFull) => {
             open_error(path, format!("the disk is full ({e})"), "Free space on that filesystem and start again.")
         }
@@ -87,7 +85,11 @@ pub(super) fn lock_file(path: &Path) -> Result<File> {
     }
     let lock_path = lock_path(path);
     let file = File::options().create(true).truncate(false).write(true).open(&lock_path).map_err(|e| {
-        open_error(path, format!("cannot create lock file {}: {e}", lock_path.display()), "Check the directory's permissions.")
+        open_error(
+            path,
+            format!("cannot create lock file {}: {e}", lock_path.display()),
+            "Check the directory's permissions.",
+        )
     })?;
     match file.try_lock() {
         Ok(()) => Ok(file),

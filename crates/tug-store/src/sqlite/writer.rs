@@ -1,7 +1,7 @@
 //! The single writer thread: group commit, time-to-live expiry and compaction.
 
 use super::read::db_error;
-use super::{SqliteOptions, Shared};
+use super::{Shared, SqliteOptions};
 use crate::compaction::{CompactionPolicy, RevisionClock};
 use crate::{Deleted, Error, EventKind, KeyValue, Result, Revision, WatchEvent};
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
@@ -278,7 +278,9 @@ impl Writer {
         let ops = match due {
             Ok(rows) => rows
                 .into_iter()
-                .filter_map(|(key, rev)| String::from_utf8(key).ok().map(|key| WriteOp::Delete { key, expected: Some(rev) }))
+                .filter_map(|(key, rev)| {
+                    String::from_utf8(key).ok().map(|key| WriteOp::Delete { key, expected: Some(rev) })
+                })
                 .collect::<Vec<_>>(),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read expired keys; will retry");
@@ -330,10 +332,8 @@ impl Writer {
             }
             return;
         }
-        let recorded = self
-            .conn
-            .execute("UPDATE meta SET value = ?1 WHERE name = 'compacted'", [target])
-            .map_err(db_error);
+        let recorded =
+            self.conn.execute("UPDATE meta SET value = ?1 WHERE name = 'compacted'", [target]).map_err(db_error);
         if let Err(e) = recorded {
             if let Some(reply) = reply {
                 let _ = reply.send(Err(e));
@@ -341,7 +341,8 @@ impl Writer {
             return;
         }
         self.shared.compacted.store(target, Ordering::Release);
-        let pending = self.compaction.get_or_insert(PendingCompaction { cursor: compacted, target, waiters: Vec::new() });
+        let pending =
+            self.compaction.get_or_insert(PendingCompaction { cursor: compacted, target, waiters: Vec::new() });
         pending.target = pending.target.max(target);
         pending.waiters.extend(reply);
     }
@@ -404,7 +405,13 @@ fn latest(tx: &Transaction<'_>, key: &str) -> Result<Option<Latest>> {
     )
     .and_then(|mut s| {
         s.query_row([key.as_bytes()], |r| {
-            Ok(Latest { rev: r.get(0)?, deleted: r.get(1)?, create_rev: r.get(2)?, version: r.get(3)?, value: r.get(4)? })
+            Ok(Latest {
+                rev: r.get(0)?,
+                deleted: r.get(1)?,
+                create_rev: r.get(2)?,
+                version: r.get(3)?,
+                value: r.get(4)?,
+            })
         })
         .optional()
     })
@@ -439,7 +446,9 @@ fn insert(
         "INSERT INTO log (rev, key, deleted, create_rev, prev_rev, version, expires_at, value)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     )
-    .and_then(|mut s| s.execute(params![rev, key.as_bytes(), deleted, create_rev, prev_rev, version, expires_at, value]))
+    .and_then(|mut s| {
+        s.execute(params![rev, key.as_bytes(), deleted, create_rev, prev_rev, version, expires_at, value])
+    })
     .map_err(db_error)?;
     Ok(())
 }
@@ -470,7 +479,13 @@ fn apply_op(
                 return Ok(Err(Error::Conflict { key, expected, current }));
             }
             insert(tx, rev, &key, false, cur.create_rev, cur.rev, cur.version + 1, expires_at, &value)?;
-            let kv = KeyValue { key: key.clone(), value, create_revision: cur.create_rev, mod_revision: rev, version: cur.version + 1 };
+            let kv = KeyValue {
+                key: key.clone(),
+                value,
+                create_revision: cur.create_rev,
+                mod_revision: rev,
+                version: cur.version + 1,
+            };
             let prev = Some(cur.into_kv(&key));
             Ok(Ok((WriteOutcome::Revision(rev), WatchEvent { kind: EventKind::Put, kv, prev })))
         }
@@ -484,7 +499,13 @@ fn apply_op(
             }
             insert(tx, rev, &key, true, cur.create_rev, cur.rev, 0, None, &[])?;
             let prev = cur.into_kv(&key);
-            let kv = KeyValue { key, value: Vec::new(), create_revision: prev.create_revision, mod_revision: rev, version: 0 };
+            let kv = KeyValue {
+                key,
+                value: Vec::new(),
+                create_revision: prev.create_revision,
+                mod_revision: rev,
+                version: 0,
+            };
             let deleted = Deleted { revision: rev, prev: prev.clone() };
             Ok(Ok((WriteOutcome::Deleted(deleted), WatchEvent { kind: EventKind::Delete, kv, prev: Some(prev) })))
         }
