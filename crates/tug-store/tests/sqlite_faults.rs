@@ -148,3 +148,47 @@ impl Drop for Mount {
         let _ = Command::new("umount").arg("-l").arg(&self.path).status();
     }
 }
+
+/// A watcher that stops reading is cut off once its buffer fills, told the last revision it
+/// got, and can resume from there without a gap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watcher_that_falls_behind_is_told_where_to_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = std::sync::Arc::new(SqliteStore::open(&dir.path().join("state.db"), options()).await.unwrap());
+    let start = store.current_revision().await.unwrap();
+    let mut slow = store.watch("/lag/", start).await.unwrap();
+    // More changes than a watch may buffer, written by concurrent writers.
+    let total = 20_000;
+    let mut tasks = Vec::new();
+    for w in 0..32 {
+        let store = std::sync::Arc::clone(&store);
+        tasks.push(tokio::spawn(async move {
+            for i in (w..total).step_by(32) {
+                store.create(&format!("/lag/{i:05}"), vec![0; 8], None).await.unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let mut last = start;
+    let resume_from = loop {
+        match slow.recv().await {
+            Some(Ok(event)) => {
+                assert_eq!(event.revision(), last + 1, "no gap before the cut");
+                last = event.revision();
+            }
+            Some(Err(Error::WatchLagged { last_delivered })) => break last_delivered,
+            other => panic!("expected WatchLagged, got {other:?}"),
+        }
+    };
+    assert_eq!(resume_from, last);
+    assert!(slow.recv().await.is_none(), "the lagging watch is closed");
+    let mut resumed = store.watch("/lag/", resume_from).await.unwrap();
+    let end = start + total as i64;
+    while last < end {
+        let event = resumed.recv().await.unwrap().unwrap();
+        assert_eq!(event.revision(), last + 1, "resume continues without a gap");
+        last = event.revision();
+    }
+}

@@ -146,14 +146,16 @@ impl SqliteStore {
         Ok(SqliteStore { shared, requests: Some(tx), writer: Some(handle), _lock: lock })
     }
 
-    async fn submit(&self, op: WriteOp) -> Result<WriteOutcome> {
+    /// Queues a request for the writer thread and waits for its answer.
+    async fn ask<T>(&self, request: impl FnOnce(oneshot::Sender<Result<T>>) -> Request) -> Result<T> {
+        let shut_down = || Error::Unavailable("the store is shut down".into());
         let (reply, rx) = oneshot::channel();
-        self.requests
-            .as_ref()
-            .ok_or_else(|| Error::Unavailable("the store is shut down".into()))?
-            .send(Request::Write { op, reply })
-            .map_err(|_| Error::Unavailable("the store is shut down".into()))?;
+        self.requests.as_ref().ok_or_else(shut_down)?.send(request(reply)).map_err(|_| shut_down())?;
         rx.await.map_err(|_| Error::Unavailable("the writer stopped before answering".into()))?
+    }
+
+    async fn submit(&self, op: WriteOp) -> Result<WriteOutcome> {
+        self.ask(|reply| Request::Write { op, reply }).await
     }
 
     /// The database file.
@@ -234,13 +236,7 @@ impl Store for SqliteStore {
         if revision > current {
             return Err(Error::FutureRevision { requested: revision, current });
         }
-        let (reply, rx) = oneshot::channel();
-        self.requests
-            .as_ref()
-            .ok_or_else(|| Error::Unavailable("the store is shut down".into()))?
-            .send(Request::Compact { revision, reply })
-            .map_err(|_| Error::Unavailable("the store is shut down".into()))?;
-        rx.await.map_err(|_| Error::Unavailable("the writer stopped before answering".into()))?
+        self.ask(|reply| Request::Compact { revision, reply }).await
     }
 
     async fn compacted_revision(&self) -> Result<Revision> {
