@@ -1,0 +1,9 @@
+//! API machinery shared by every Tugboat component, with no IO: the table of resource types the
+//! API serves, label and field selectors, and Kubernetes `Status` errors.
+//!
+//! Like kube-rs's `kube-core`, this crate only describes and decides; serving, storing and
+//! watching live in the crates that depend on it.
+
+pub mod registry;
+pub mod selector;
+pub mod status;
