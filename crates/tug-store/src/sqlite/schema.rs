@@ -91,7 +91,17 @@ pub(super) fn lock_file(path: &Path) -> Result<File> {
             "Check the directory's permissions.",
         )
     })?;
-    match file.try_lock() {
+    // A lock held by another server stays held; one held for an instant by a process that this
+    // one (or a library) is forking — the child's copy of the descriptor lives until its exec —
+    // or by a server that is still exiting, clears within moments. Wait a little before saying
+    // the file is in use.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    let mut result = file.try_lock();
+    while matches!(result, Err(std::fs::TryLockError::WouldBlock)) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        result = file.try_lock();
+    }
+    match result {
         Ok(()) => Ok(file),
         Err(std::fs::TryLockError::WouldBlock) => Err(open_error(
             path,
