@@ -37,12 +37,7 @@ async fn a_write_while_etcd_is_down_fails_and_changes_nothing() {
     let err = store.create("/other", b"x".to_vec(), None).await.unwrap_err();
     assert!(err.is_unavailable(), "{err:?}");
 
-    let mut etcd = tokio::task::spawn_blocking(move || {
-        etcd.restart();
-        etcd
-    })
-    .await
-    .unwrap();
+    let mut etcd = restarted(etcd).await;
     let deadline = Instant::now() + Duration::from_secs(20);
     let kv = loop {
         match store.get("/k", None).await {
@@ -69,13 +64,7 @@ async fn a_watch_resumes_by_itself_across_an_etcd_restart() {
     let first = tokio::time::timeout(Duration::from_secs(10), watch.recv()).await.unwrap().unwrap().unwrap();
     assert_eq!(first.revision(), r1);
 
-    let mut etcd = tokio::task::spawn_blocking(move || {
-        let mut etcd = etcd;
-        etcd.restart();
-        etcd
-    })
-    .await
-    .unwrap();
+    let mut etcd = restarted(etcd).await;
     // Writes after the restart arrive on the same stream, none lost and none repeated.
     let deadline = Instant::now() + Duration::from_secs(20);
     let r2 = loop {
@@ -93,4 +82,14 @@ async fn a_watch_resumes_by_itself_across_an_etcd_restart() {
         .expect("no error");
     assert_eq!((next.kind, next.revision(), next.kv.key.as_str()), (EventKind::Put, r2, "/w/2"));
     etcd.stop();
+}
+
+/// Restarts etcd (same ports and data) off the async threads and hands it back.
+async fn restarted(mut etcd: tug_testkit::Etcd) -> tug_testkit::Etcd {
+    tokio::task::spawn_blocking(move || {
+        etcd.restart();
+        etcd
+    })
+    .await
+    .unwrap()
 }
