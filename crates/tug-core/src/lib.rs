@@ -7,3 +7,7 @@
 pub mod registry;
 pub mod selector;
 pub mod status;
+pub mod defaults;
+pub mod patch;
+pub mod table;
+pub mod validation;
