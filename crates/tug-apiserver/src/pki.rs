@@ -171,7 +171,7 @@ fn read_opt(path: &Path) -> Result<Option<String>, PkiError> {
 }
 
 /// Writes through a temporary file and a rename, so a crash never leaves half a key.
-fn write_file(path: &Path, contents: &[u8], mode: u32) -> Result<(), PkiError> {
+pub(crate) fn write_file(path: &Path, contents: &[u8], mode: u32) -> Result<(), PkiError> {
     let tmp = path.with_extension("tmp");
     let io = |source| PkiError::Io { action: "write", path: path.to_path_buf(), source };
     let mut f =

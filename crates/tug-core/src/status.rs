@@ -28,11 +28,12 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(code: u16, reason: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(code: u16, reason: &'static str, message: impl Into<String>) -> Self {
         ApiError { code, reason, message: message.into(), details: None, causes: Vec::new() }
     }
 
-    fn about(mut self, group: &str, kind: &str, name: &str) -> Self {
+    /// Names the object concerned in the Status details.
+    pub fn about(mut self, group: &str, kind: &str, name: &str) -> Self {
         self.details = Some((group.to_string(), kind.to_string(), name.to_string()));
         self
     }
@@ -115,6 +116,11 @@ impl ApiError {
 
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(500, "InternalError", message)
+    }
+
+    /// A read could not be answered in time (504), e.g. a resourceVersion the cache has not reached.
+    pub fn timeout(message: impl Into<String>) -> Self {
+        Self::new(504, "Timeout", message)
     }
 
     /// The datastore or another dependency is down (503).

@@ -120,21 +120,52 @@ fn server(args: ServerArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let listen = match args.listen.parse() {
+        Ok(a) => a,
+        Err(_) => {
+            eprintln!("tug server: --listen {:?} is not an address like 127.0.0.1:6443", args.listen);
+            return ExitCode::from(2);
+        }
+    };
+    let config = tug_apiserver::server::ServerConfig {
+        data_dir: args.data_dir.clone(),
+        listen,
+        datastore,
+        compaction: tug_store::CompactionPolicy::default(),
+    };
     runtime.block_on(async {
-        let store = match tug_store::open(&datastore, tug_store::CompactionPolicy::default()).await {
+        let server = match tug_apiserver::server::start(config).await {
             Ok(s) => s,
             Err(e) => {
                 eprintln!("tug server: {e}");
                 return ExitCode::FAILURE;
             }
         };
-        let revision = store.current_revision().await.unwrap_or_default();
-        tracing::info!(?datastore, revision, "datastore ready");
         eprintln!(
-            "tug server: the datastore is ready (revision {revision}), but the Kubernetes API server \
-             is not implemented yet in this build, so there is nothing to serve on {}.",
-            args.listen
+            "tug server: serving the Kubernetes API on {} (kubeconfig: {}, node token: {})",
+            server.url,
+            server.kubeconfig.display(),
+            args.data_dir.join("node-token").display()
         );
-        ExitCode::from(3)
+        if !args.disable_agent {
+            tracing::warn!("the node agent is not part of this build yet; running the control plane only");
+        }
+        let _ = args.node_name;
+        wait_for_signal().await;
+        eprintln!("tug server: stopping");
+        server.stop().await;
+        ExitCode::SUCCESS
     })
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
 }

@@ -1,0 +1,426 @@
+//! The watch cache: every stored object in memory, fed by ONE store watch on `/registry/`, so
+//! lists and watches cost no store reads and a thousand watchers cost one store watch (the
+//! Kubernetes apiserver's cacher is the model).
+//!
+//! Objects are kept as the JSON bytes clients receive (resourceVersion already filled in), with
+//! their labels and selectable fields extracted once, so a list of 10,000 pods is a copy of
+//! byte slices and a watch event is encoded once for all watchers.
+//!
+//! Consistency: the cache follows one global revision. A read that must be at least as new as
+//! the store (a list without resourceVersion) first asks the store for its current revision
+//! and waits until the cache has applied it.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde_json::Value;
+use tokio::sync::{broadcast, watch};
+use tug_store::{EventKind, ListOptions, Revision, Store};
+
+use crate::object;
+
+/// How many recent events are kept for watches that resume from a resourceVersion.
+const HISTORY_EVENTS: usize = 10_000;
+/// Room for undelivered events per watcher before it is cut off (it then re-watches).
+const WATCHER_BUFFER: usize = 4096;
+/// How long a read waits for the cache to reach a revision before answering 504.
+pub const FRESHNESS_WAIT: Duration = Duration::from_secs(3);
+
+/// One object as served.
+#[derive(Debug)]
+pub struct CachedObject {
+    pub key: String,
+    /// Empty for cluster-scoped objects.
+    pub namespace: String,
+    pub name: String,
+    pub revision: Revision,
+    /// The object as clients receive it, `metadata.resourceVersion` filled in.
+    pub json: Bytes,
+    pub labels: BTreeMap<String, String>,
+    /// Field-selector values beyond metadata.name and metadata.namespace.
+    pub fields: Vec<(&'static str, String)>,
+}
+
+impl CachedObject {
+    /// Decodes a stored value, stamping `revision` as its resourceVersion.
+    pub fn decode(key: &str, value: &[u8], revision: Revision) -> Result<Self, serde_json::Error> {
+        let mut obj: Value = serde_json::from_slice(value)?;
+        object::set_resource_version(&mut obj, revision);
+        Ok(Self::from_value(key, &obj, revision))
+    }
+
+    pub fn from_value(key: &str, obj: &Value, revision: Revision) -> Self {
+        let storage = storage_of(key);
+        let json = Bytes::from(serde_json::to_vec(obj).unwrap_or_default());
+        CachedObject {
+            key: key.to_string(),
+            namespace: object::str_at(obj, &["metadata", "namespace"]).unwrap_or_default().to_string(),
+            name: object::str_at(obj, &["metadata", "name"]).unwrap_or_default().to_string(),
+            revision,
+            json,
+            labels: object::labels(obj),
+            fields: selectable_fields(storage, obj),
+        }
+    }
+
+    /// The value of a field selector's field, as Kubernetes' field label conversion gives it.
+    pub fn field(&self, name: &str) -> Option<String> {
+        match name {
+            "metadata.name" => Some(self.name.clone()),
+            "metadata.namespace" => Some(self.namespace.clone()),
+            _ => self.fields.iter().find(|(f, _)| *f == name).map(|(_, v)| v.clone()),
+        }
+    }
+
+    pub fn value(&self) -> Value {
+        serde_json::from_slice(&self.json).unwrap_or(Value::Null)
+    }
+}
+
+/// `/registry/<storage>/...` → `<storage>`.
+pub fn storage_of(key: &str) -> &str {
+    key.strip_prefix("/registry/").and_then(|rest| rest.split('/').next()).unwrap_or("")
+}
+
+/// The fields Kubernetes lets clients select on, per resource (beyond name and namespace).
+fn selectable_fields(storage: &str, obj: &Value) -> Vec<(&'static str, String)> {
+    let s = |path: &[&str]| object::scalar_string(obj, path).unwrap_or_default();
+    match storage {
+        "pods" => vec![
+            ("spec.nodeName", s(&["spec", "nodeName"])),
+            ("spec.restartPolicy", s(&["spec", "restartPolicy"])),
+            ("spec.schedulerName", s(&["spec", "schedulerName"])),
+            ("spec.serviceAccountName", s(&["spec", "serviceAccountName"])),
+            ("spec.hostNetwork", object::scalar_string(obj, &["spec", "hostNetwork"]).unwrap_or("false".into())),
+            ("status.phase", s(&["status", "phase"])),
+            ("status.podIP", s(&["status", "podIP"])),
+            ("status.nominatedNodeName", s(&["status", "nominatedNodeName"])),
+        ],
+        "events" => {
+            let mut v = vec![
+                ("involvedObject.kind", s(&["involvedObject", "kind"])),
+                ("involvedObject.namespace", s(&["involvedObject", "namespace"])),
+                ("involvedObject.name", s(&["involvedObject", "name"])),
+                ("involvedObject.uid", s(&["involvedObject", "uid"])),
+                ("involvedObject.apiVersion", s(&["involvedObject", "apiVersion"])),
+                ("involvedObject.resourceVersion", s(&["involvedObject", "resourceVersion"])),
+                ("involvedObject.fieldPath", s(&["involvedObject", "fieldPath"])),
+                ("reason", s(&["reason"])),
+                ("reportingComponent", s(&["reportingComponent"])),
+                ("source", s(&["source", "component"])),
+                ("type", s(&["type"])),
+            ];
+            // events.k8s.io/v1 names for the same fields.
+            v.push(("regarding.kind", s(&["involvedObject", "kind"])));
+            v.push(("regarding.name", s(&["involvedObject", "name"])));
+            v.push(("regarding.namespace", s(&["involvedObject", "namespace"])));
+            v.push(("regarding.uid", s(&["involvedObject", "uid"])));
+            v
+        }
+        "nodes" => {
+            vec![("spec.unschedulable", object::scalar_string(obj, &["spec", "unschedulable"]).unwrap_or("false".into()))]
+        }
+        "namespaces" => vec![("status.phase", s(&["status", "phase"]))],
+        "secrets" => vec![("type", s(&["type"]))],
+        "replicasets.apps" | "replicationcontrollers" => vec![("status.replicas", s(&["status", "replicas"]))],
+        "jobs.batch" => vec![("status.successful", s(&["status", "succeeded"]))],
+        "certificatesigningrequests.certificates.k8s.io" => vec![("spec.signerName", s(&["spec", "signerName"]))],
+        _ => Vec::new(),
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventType {
+    Added,
+    Modified,
+    Deleted,
+}
+
+impl EventType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::Added => "ADDED",
+            EventType::Modified => "MODIFIED",
+            EventType::Deleted => "DELETED",
+        }
+    }
+}
+
+/// One change, shared by every watcher it is delivered to.
+#[derive(Debug)]
+pub struct CacheEvent {
+    pub revision: Revision,
+    pub storage: String,
+    pub kind: EventType,
+    /// The object after the change; for a deletion, its last state at the deletion revision.
+    pub object: Arc<CachedObject>,
+    /// The object before the change, so a selector watch can turn "stopped matching" into DELETED.
+    pub prev: Option<Arc<CachedObject>>,
+}
+
+struct Shard {
+    objects: BTreeMap<String, Arc<CachedObject>>,
+    events: broadcast::Sender<Arc<CacheEvent>>,
+}
+
+impl Shard {
+    fn new() -> Self {
+        Shard { objects: BTreeMap::new(), events: broadcast::channel(WATCHER_BUFFER).0 }
+    }
+}
+
+struct State {
+    revision: Revision,
+    shards: HashMap<String, Shard>,
+    history: VecDeque<Arc<CacheEvent>>,
+    /// Every event after this revision is in `history`.
+    history_start: Revision,
+}
+
+/// Why a watch cannot start where asked.
+#[derive(Debug, PartialEq, Eq)]
+pub enum WatchStartError {
+    /// The revision is older than the history kept: 410 Gone, the client must re-list.
+    TooOld { requested: Revision, oldest: Revision },
+}
+
+/// A started watch: the events since the requested revision, then a live feed.
+#[derive(Debug)]
+pub struct CacheWatch {
+    pub backlog: Vec<Arc<CacheEvent>>,
+    pub live: broadcast::Receiver<Arc<CacheEvent>>,
+    /// The cache revision when the watch started; live events are newer.
+    pub start_revision: Revision,
+}
+
+/// The cache. Cheap to share: wrap in an `Arc`.
+pub struct WatchCache {
+    state: RwLock<State>,
+    revision: watch::Sender<Revision>,
+    store: Arc<dyn Store>,
+}
+
+impl std::fmt::Debug for WatchCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WatchCache").field("revision", &*self.revision.borrow()).finish()
+    }
+}
+
+impl WatchCache {
+    /// Loads every object and starts following the store. Returns once the cache is filled.
+    pub async fn start(store: Arc<dyn Store>) -> Result<Arc<Self>, tug_store::Error> {
+        let state = State { revision: 0, shards: HashMap::new(), history: VecDeque::new(), history_start: 0 };
+        let cache =
+            Arc::new(WatchCache { state: RwLock::new(state), revision: watch::channel(0).0, store: store.clone() });
+        let revision = cache.load().await?;
+        let feeder = cache.clone();
+        tokio::spawn(async move { feeder.follow(revision).await });
+        Ok(cache)
+    }
+
+    /// Replaces the whole content with a fresh list; returns its revision.
+    async fn load(&self) -> Result<Revision, tug_store::Error> {
+        let list = self.store.list("/registry/", ListOptions::default()).await?;
+        let mut shards: HashMap<String, Shard> = HashMap::new();
+        for kv in &list.items {
+            match CachedObject::decode(&kv.key, &kv.value, kv.mod_revision) {
+                Ok(obj) => {
+                    shards.entry(storage_of(&kv.key).to_string()).or_insert_with(Shard::new).objects.insert(kv.key.clone(), Arc::new(obj));
+                }
+                Err(e) => tracing::warn!(key = %kv.key, error = %e, "skipping an undecodable stored object"),
+            }
+        }
+        let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
+        // Replacing shards drops their senders, which ends every live watch: after a resync
+        // watchers must re-list, exactly as after a 410 in Kubernetes.
+        state.shards = shards;
+        state.revision = list.revision;
+        state.history.clear();
+        state.history_start = list.revision;
+        drop(state);
+        self.revision.send_replace(list.revision);
+        Ok(list.revision)
+    }
+
+    /// Applies the store's watch for ever, reloading if the watch is lost.
+    async fn follow(self: Arc<Self>, mut after: Revision) {
+        loop {
+            match self.store.watch("/registry/", after).await {
+                Ok(mut stream) => {
+                    while let Some(item) = stream.recv().await {
+                        match item {
+                            Ok(event) => {
+                                after = event.revision();
+                                self.apply(event);
+                            }
+                            Err(e) => {
+                                tracing::warn!(error = %e, "watch cache: store watch ended");
+                                break;
+                            }
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "watch cache: cannot watch the store"),
+            }
+            // Resume where we were if history allows, else reload everything.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            if let Ok(compacted) = self.store.compacted_revision().await
+                && compacted >= after
+            {
+                match self.load().await {
+                    Ok(rev) => after = rev,
+                    Err(e) => tracing::warn!(error = %e, "watch cache: reload failed"),
+                }
+            }
+        }
+    }
+
+    fn apply(&self, event: tug_store::WatchEvent) {
+        let revision = event.revision();
+        let key = event.kv.key.clone();
+        let storage = storage_of(&key).to_string();
+        let prev = event.prev.as_ref().and_then(|p| CachedObject::decode(&p.key, &p.value, p.mod_revision).ok());
+        let (kind, object) = match event.kind {
+            EventKind::Put => {
+                let Ok(obj) = CachedObject::decode(&key, &event.kv.value, revision) else {
+                    tracing::warn!(%key, "watch cache: undecodable object ignored");
+                    return;
+                };
+                (if event.prev.is_some() { EventType::Modified } else { EventType::Added }, obj)
+            }
+            EventKind::Delete => {
+                let Some(last) = event.prev.as_ref() else { return };
+                let Ok(mut obj) = serde_json::from_slice::<Value>(&last.value) else { return };
+                object::set_resource_version(&mut obj, revision);
+                (EventType::Deleted, CachedObject::from_value(&key, &obj, revision))
+            }
+        };
+        let object = Arc::new(object);
+        let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
+        let shard = state.shards.entry(storage.clone()).or_insert_with(Shard::new);
+        let cached_prev = match kind {
+            EventType::Deleted => shard.objects.remove(&key),
+            _ => shard.objects.insert(key, object.clone()),
+        };
+        let prev = cached_prev.or(prev.map(Arc::new));
+        let event = Arc::new(CacheEvent { revision, storage, kind, object, prev });
+        // No receivers is fine: nobody watches this resource.
+        let _ = shard.events.send(event.clone());
+        state.history.push_back(event);
+        while state.history.len() > HISTORY_EVENTS {
+            if let Some(old) = state.history.pop_front() {
+                state.history_start = old.revision;
+            }
+        }
+        state.revision = revision;
+        drop(state);
+        self.revision.send_replace(revision);
+    }
+
+    pub fn revision(&self) -> Revision {
+        *self.revision.borrow()
+    }
+
+    /// Waits until the cache has applied `revision`; false on timeout.
+    pub async fn wait_for(&self, revision: Revision, timeout: Duration) -> bool {
+        let mut rx = self.revision.subscribe();
+        tokio::time::timeout(timeout, rx.wait_for(|r| *r >= revision)).await.is_ok_and(|r| r.is_ok())
+    }
+
+    /// Waits until the cache holds every change committed so far.
+    pub async fn sync(&self) -> Result<Revision, crate::ApiError> {
+        let current = self.store.current_revision().await.map_err(crate::errors::from_store)?;
+        if self.wait_for(current, FRESHNESS_WAIT).await {
+            Ok(current.max(self.revision()))
+        } else {
+            Err(crate::ApiError::timeout(format!(
+                "Too large resource version: the cache has not caught up with revision {current} yet"
+            )))
+        }
+    }
+
+    /// The objects under `prefix` (a storage or namespace prefix) that pass `filter`, in key
+    /// order, starting after `after_key`; at most `limit` (0 = all). Also returns the revision
+    /// the answer reflects and whether more matching objects remain.
+    pub fn list(
+        &self,
+        storage: &str,
+        prefix: &str,
+        after_key: Option<&str>,
+        limit: usize,
+        filter: &(dyn Fn(&CachedObject) -> bool + Sync),
+    ) -> (Vec<Arc<CachedObject>>, Revision, bool) {
+        let state = self.state.read().unwrap_or_else(|e| e.into_inner());
+        let Some(shard) = state.shards.get(storage) else { return (Vec::new(), state.revision, false) };
+        let start = match after_key {
+            Some(k) => std::ops::Bound::Excluded(k.to_string()),
+            None => std::ops::Bound::Included(prefix.to_string()),
+        };
+        let mut out = Vec::new();
+        let mut more = false;
+        for (key, obj) in shard.objects.range((start, std::ops::Bound::Unbounded)) {
+            if !key.starts_with(prefix) {
+                break;
+            }
+            if !filter(obj) {
+                continue;
+            }
+            if limit > 0 && out.len() == limit {
+                more = true;
+                break;
+            }
+            out.push(obj.clone());
+        }
+        (out, state.revision, more)
+    }
+
+    /// One object, as the cache holds it.
+    pub fn get(&self, key: &str) -> Option<Arc<CachedObject>> {
+        let state = self.state.read().unwrap_or_else(|e| e.into_inner());
+        state.shards.get(storage_of(key)).and_then(|s| s.objects.get(key).cloned())
+    }
+
+    /// Starts a watch on one storage from `after` (the events with a later revision).
+    pub fn watch_from(&self, storage: &str, after: Revision) -> Result<CacheWatch, WatchStartError> {
+        let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
+        if after < state.history_start {
+            return Err(WatchStartError::TooOld { requested: after, oldest: state.history_start });
+        }
+        let backlog = state.history.iter().filter(|e| e.revision > after && e.storage == storage).cloned().collect();
+        let start_revision = state.revision;
+        let live = state.shards.entry(storage.to_string()).or_insert_with(Shard::new).events.subscribe();
+        Ok(CacheWatch { backlog, live, start_revision })
+    }
+
+    /// Starts a watch on one storage "now", with synthetic ADDED events for every current
+    /// object (what a watch without resourceVersion, or with "0", begins with).
+    pub fn watch_with_state(&self, storage: &str) -> CacheWatch {
+        let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
+        let revision = state.revision;
+        let shard = state.shards.entry(storage.to_string()).or_insert_with(Shard::new);
+        let backlog = shard
+            .objects
+            .values()
+            .map(|o| {
+                Arc::new(CacheEvent {
+                    revision: o.revision,
+                    storage: storage.to_string(),
+                    kind: EventType::Added,
+                    object: o.clone(),
+                    prev: None,
+                })
+            })
+            .collect();
+        CacheWatch { backlog, live: shard.events.subscribe(), start_revision: revision }
+    }
+
+    /// Number of objects per storage (for metrics and tests).
+    pub fn counts(&self) -> Vec<(String, usize)> {
+        let state = self.state.read().unwrap_or_else(|e| e.into_inner());
+        let mut v: Vec<_> = state.shards.iter().map(|(k, s)| (k.clone(), s.objects.len())).collect();
+        v.sort();
+        v
+    }
+}

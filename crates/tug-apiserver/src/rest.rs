@@ -1,0 +1,1032 @@
+//! The verbs on resources: create, get, list, update, patch, delete, deletecollection, and the
+//! status, scale, binding, eviction and finalize subresources. Watches are in `watch.rs`.
+//!
+//! Every write follows the same path as in Kubernetes: decode (JSON, YAML or protobuf) → check
+//! the type → decode through the typed struct (field validation) → server-set metadata →
+//! defaulting → validation → store with compare-and-swap. Nothing is stored until every check
+//! has passed, so a failed request leaves the store as it was.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde_json::{Value, json};
+use tug_core::registry::{self, ResourceType, Subresource};
+use tug_core::selector::{FieldSelector, LabelSelector};
+use tug_core::status::ApiError;
+use tug_core::{convert, defaults, patch, validation};
+use tug_store::{ContinueToken, KeyValue, ListOptions, Revision};
+
+use crate::cache::CachedObject;
+use crate::errors::from_store;
+use crate::request::{FieldValidation, Query, ResourceRequest};
+use crate::{Api, Reply, object, typed};
+
+/// Events expire an hour after their last write, as with Kubernetes' default `--event-ttl`.
+pub const EVENT_TTL: Duration = Duration::from_secs(3600);
+/// Retries of an update or patch that lost a compare-and-swap race it did not ask for.
+const CAS_RETRIES: usize = 16;
+
+/// What part of an object a write may change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteScope {
+    /// Everything but `status` (for types with a status subresource).
+    Main,
+    /// Only `status`.
+    Status,
+    /// Only a Namespace's `spec.finalizers`.
+    Finalize,
+}
+
+fn qualified_resource(rt: &ResourceType) -> String {
+    rt.plural.to_string()
+}
+
+fn not_found(rt: &ResourceType, name: &str) -> ApiError {
+    ApiError::not_found(rt.group, &qualified_resource(rt), name)
+}
+
+fn conflict(rt: &ResourceType, name: &str) -> ApiError {
+    ApiError::conflict(rt.group, &qualified_resource(rt), name)
+}
+
+/// Decodes a request body by its Content-Type (JSON when absent, as kubectl's `scale
+/// --current-replicas` PUT needs).
+pub fn decode_body(body: &[u8], content_type: Option<&str>) -> Result<Value, ApiError> {
+    let media = content_type.map(|c| c.split(';').next().unwrap_or("").trim()).unwrap_or("");
+    match media {
+        "" | "application/json" | "*/*" => serde_json::from_slice(body).map_err(|e| {
+            ApiError::bad_request(format!("the request body is not valid JSON: {e}"))
+        }),
+        "application/yaml" | "application/x-yaml" | "text/yaml" => {
+            let text = std::str::from_utf8(body)
+                .map_err(|_| ApiError::bad_request("the request body is not valid UTF-8 YAML"))?;
+            serde_saphyr::from_str::<Value>(text)
+                .map_err(|e| ApiError::bad_request(format!("the request body is not valid YAML: {e}")))
+        }
+        "application/vnd.kubernetes.protobuf" => tug_protobuf::decode(body).map_err(|e| {
+            let mut err = ApiError::unsupported_media_type(media);
+            err.message = format!("cannot decode the protobuf request body: {e}. Send JSON instead.");
+            err
+        }),
+        other => Err(ApiError::unsupported_media_type(other)),
+    }
+}
+
+/// The object's apiVersion and kind must be the URL's (filled in when absent).
+fn check_type(rt: &ResourceType, obj: &mut Value) -> Result<(), ApiError> {
+    let Some(map) = obj.as_object_mut() else {
+        return Err(ApiError::bad_request(format!("the body must be a {} object, not {}", rt.kind, kind_of(obj))));
+    };
+    let expected = rt.api_version();
+    match map.get("apiVersion").and_then(Value::as_str) {
+        None | Some("") => {
+            map.insert("apiVersion".into(), json!(expected));
+        }
+        Some(v) if v == expected => {}
+        Some(v) => {
+            return Err(ApiError::bad_request(format!(
+                "the API version in the data ({v}) does not match the expected API version ({expected})"
+            )));
+        }
+    }
+    match map.get("kind").and_then(Value::as_str) {
+        None | Some("") => {
+            map.insert("kind".into(), json!(rt.kind));
+        }
+        Some(k) if k == rt.kind => {}
+        Some(k) => {
+            return Err(ApiError::bad_request(format!(
+                "the kind in the data ({k}) does not match the expected kind ({})",
+                rt.kind
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn kind_of(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Field validation through the typed struct: Strict rejects unknown fields, Warn names them in
+/// a Warning header, Ignore drops them. Unknown fields are never stored.
+fn normalize(rt: &ResourceType, obj: Value, fv: FieldValidation, warnings: &mut Vec<String>) -> Result<Value, ApiError> {
+    let api_version = rt.api_version();
+    match typed::normalize(&api_version, rt.kind, &obj) {
+        None => Ok(obj),
+        Some(Err(msg)) => Err(ApiError::bad_request(format!(
+            "{} in version \"{}\" cannot be handled as a {}: {msg}",
+            rt.kind, rt.version, rt.kind
+        ))),
+        Some(Ok(n)) => {
+            if !n.unknown_fields.is_empty() {
+                let texts: Vec<String> = n.unknown_fields.iter().map(|f| format!("unknown field \"{f}\"")).collect();
+                match fv {
+                    FieldValidation::Strict => {
+                        return Err(ApiError::bad_request(format!("strict decoding error: {}", texts.join(", "))));
+                    }
+                    FieldValidation::Warn => warnings.extend(texts),
+                    FieldValidation::Ignore => {}
+                }
+            }
+            Ok(n.object)
+        }
+    }
+}
+
+fn invalid(rt: &ResourceType, name: &str, causes: Vec<tug_core::status::Cause>) -> ApiError {
+    ApiError::invalid(rt.group, rt.kind, name, causes)
+}
+
+/// The stored value of `kv` as `rt`'s version, resourceVersion stamped.
+fn stored_object(rt: &ResourceType, kv: &KeyValue) -> Result<Value, ApiError> {
+    let mut obj: Value = serde_json::from_slice(&kv.value)
+        .map_err(|e| ApiError::internal(format!("stored object {} is not JSON: {e}", kv.key)))?;
+    object::set_resource_version(&mut obj, kv.mod_revision);
+    Ok(convert::from_storage(rt, obj))
+}
+
+/// A cached object as `rt`'s version, re-encoded only when the version differs.
+pub fn served_bytes(rt: &ResourceType, obj: &CachedObject) -> Bytes {
+    if convert::storage_version(rt) == rt.api_version() {
+        obj.json.clone()
+    } else {
+        Bytes::from(serde_json::to_vec(&convert::from_storage(rt, obj.value())).unwrap_or_default())
+    }
+}
+
+fn encode_for_storage(rt: &ResourceType, obj: &Value) -> Vec<u8> {
+    let mut stored = convert::to_storage(rt, obj.clone());
+    if let Some(meta) = stored.get_mut("metadata").and_then(Value::as_object_mut) {
+        meta.remove("resourceVersion");
+        meta.remove("selfLink");
+    }
+    serde_json::to_vec(&stored).unwrap_or_default()
+}
+
+fn ttl_for(rt: &ResourceType) -> Option<Duration> {
+    (rt.storage == "events").then_some(EVENT_TTL)
+}
+
+/// The namespace a namespaced request writes into must exist and not be terminating.
+async fn check_namespace_open(api: &Api, ns: &str) -> Result<(), ApiError> {
+    let ns_rt = registry::by_path("", "v1", "namespaces").expect("namespaces are registered");
+    let key = ns_rt.key(None, ns);
+    let value = match api.cache.get(&key) {
+        Some(obj) => obj.value(),
+        None => match api.store.get(&key, None).await.map_err(from_store)? {
+            Some(kv) => serde_json::from_slice(&kv.value).unwrap_or(Value::Null),
+            None => return Err(ApiError::not_found("", "namespaces", ns)),
+        },
+    };
+    if object::is_deleting(&value) || object::str_at(&value, &["status", "phase"]) == Some("Terminating") {
+        return Err(ApiError::forbidden(format!(
+            "unable to create new content in namespace {ns} because it is being terminated"
+        ))
+        .about("", "namespaces", ns));
+    }
+    Ok(())
+}
+
+/// Metadata the server owns on create.
+fn prepare_create(rt: &ResourceType, req_ns: Option<&str>, obj: &mut Value) -> Result<(), ApiError> {
+    let meta = object::metadata_mut(obj);
+    if meta.get("resourceVersion").and_then(Value::as_str).is_some_and(|s| !s.is_empty()) {
+        return Err(ApiError::bad_request("resourceVersion should not be set on objects to be created"));
+    }
+    let name_missing = meta.get("name").and_then(Value::as_str).is_none_or(str::is_empty);
+    if name_missing {
+        if let Some(prefix) = meta.get("generateName").and_then(Value::as_str).filter(|s| !s.is_empty()) {
+            let name = format!("{prefix}{}", object::random_suffix());
+            meta.insert("name".into(), json!(name));
+        }
+    }
+    if rt.namespaced() {
+        let body_ns = meta.get("namespace").and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_string);
+        match (body_ns.as_deref(), req_ns) {
+            (Some(b), Some(r)) if b != r => {
+                return Err(ApiError::bad_request(
+                    "the namespace of the provided object does not match the namespace sent on the request",
+                ));
+            }
+            (None, Some(r)) => {
+                meta.insert("namespace".into(), json!(r));
+            }
+            (None, None) => {
+                meta.insert("namespace".into(), json!("default"));
+            }
+            _ => {}
+        }
+    } else {
+        meta.remove("namespace");
+    }
+    meta.insert("uid".into(), json!(object::new_uid()));
+    meta.insert("creationTimestamp".into(), json!(object::now_rfc3339()));
+    meta.remove("deletionTimestamp");
+    meta.remove("deletionGracePeriodSeconds");
+    meta.remove("selfLink");
+    if rt.has(Subresource::Status) && rt.kind != "Namespace" && rt.kind != "Node" {
+        meta.insert("generation".into(), json!(1));
+    } else {
+        meta.remove("generation");
+    }
+    // Status is the controllers' to write; a create starts from an empty one, as Kubernetes'
+    // strategies do (a Pod starts Pending, a Namespace Active).
+    let qos = qos_class(obj);
+    let map = obj.as_object_mut().expect("checked to be an object");
+    match rt.kind {
+        "Pod" => {
+            map.insert("status".into(), json!({"phase": "Pending", "qosClass": qos}));
+        }
+        "Namespace" => {
+            map.insert("status".into(), json!({"phase": "Active"}));
+        }
+        "PersistentVolumeClaim" | "PersistentVolume" => {
+            map.insert("status".into(), json!({"phase": "Pending"}));
+        }
+        "Node" | "Event" | "Lease" => {}
+        _ if rt.has(Subresource::Status) => {
+            map.insert("status".into(), json!({}));
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Kubernetes' QoS class from the containers' requests and limits.
+fn qos_class(pod: &Value) -> &'static str {
+    let containers: Vec<&Value> = ["containers", "initContainers"]
+        .iter()
+        .filter_map(|f| object::at(pod, &["spec", f]).and_then(Value::as_array))
+        .flatten()
+        .collect();
+    let mut any = false;
+    let mut guaranteed = true;
+    for c in &containers {
+        let requests = c.pointer("/resources/requests").and_then(Value::as_object);
+        let limits = c.pointer("/resources/limits").and_then(Value::as_object);
+        if requests.is_some_and(|r| !r.is_empty()) || limits.is_some_and(|l| !l.is_empty()) {
+            any = true;
+        }
+        for res in ["cpu", "memory"] {
+            let limit = limits.and_then(|l| l.get(res));
+            let request = requests.and_then(|r| r.get(res)).or(limit);
+            if limit.is_none() || request != limit {
+                guaranteed = false;
+            }
+        }
+    }
+    if !any {
+        "BestEffort"
+    } else if guaranteed {
+        "Guaranteed"
+    } else {
+        "Burstable"
+    }
+}
+
+impl Api {
+    pub async fn create(&self, req: &ResourceRequest, q: &Query, mut obj: Value, reply: &mut Reply) -> Result<Value, ApiError> {
+        let rt = req.rt;
+        check_type(rt, &mut obj)?;
+        let mut obj = normalize(rt, obj, q.field_validation, &mut reply.warnings)?;
+        prepare_create(rt, req.namespace.as_deref(), &mut obj)?;
+        let name = object::name(&obj).to_string();
+        if name.is_empty() {
+            return Err(invalid(
+                rt,
+                "",
+                vec![tug_core::status::Cause {
+                    reason: "FieldValueRequired",
+                    field: "metadata.name".into(),
+                    message: "name or generateName is required".into(),
+                }],
+            ));
+        }
+        let ns = object::namespace(&obj).map(str::to_string);
+        if let Some(ns) = &ns {
+            check_namespace_open(self, ns).await?;
+        }
+        defaults::apply_defaults(rt, &mut obj);
+        if rt.kind == "Service" {
+            self.services.allocate(&self.cache, &mut obj).map_err(|m| {
+                invalid(rt, &name, vec![tug_core::status::Cause { reason: "FieldValueInvalid", field: m.0, message: m.1 }])
+            })?;
+        }
+        let causes = validation::validate_create(rt, &obj);
+        if !causes.is_empty() {
+            self.services.release(&obj);
+            return Err(invalid(rt, &name, causes));
+        }
+        if q.dry_run {
+            self.services.release(&obj);
+            return Ok(obj);
+        }
+        let key = rt.key(ns.as_deref(), &name);
+        match self.store.create(&key, encode_for_storage(rt, &obj), ttl_for(rt)).await {
+            Ok(rev) => {
+                object::set_resource_version(&mut obj, rev);
+                Ok(obj)
+            }
+            Err(e) => {
+                self.services.release(&obj);
+                Err(match e {
+                    tug_store::Error::AlreadyExists { .. } => {
+                        ApiError::already_exists(rt.group, &qualified_resource(rt), &name)
+                    }
+                    other => from_store(other),
+                })
+            }
+        }
+    }
+
+    /// The object at `key` as stored now, or 404.
+    async fn current(&self, rt: &ResourceType, ns: Option<&str>, name: &str) -> Result<KeyValue, ApiError> {
+        self.store.get(&rt.key(ns, name), None).await.map_err(from_store)?.ok_or_else(|| not_found(rt, name))
+    }
+
+    pub async fn get(&self, req: &ResourceRequest, q: &Query) -> Result<Value, ApiError> {
+        let rt = req.rt;
+        let name = req.name.as_deref().unwrap_or_default();
+        // resourceVersion=0 accepts any cached version; otherwise read the store.
+        if q.resource_version.as_deref() == Some("0")
+            && let Some(obj) = self.cache.get(&rt.key(req.namespace.as_deref(), name))
+        {
+            return Ok(convert::from_storage(rt, obj.value()));
+        }
+        let kv = self.current(rt, req.namespace.as_deref(), name).await?;
+        stored_object(rt, &kv)
+    }
+
+    /// Applies a new version of an object (from PUT, a patch or a subresource write) with the
+    /// rules of Kubernetes' update strategies, then stores it with compare-and-swap against
+    /// `current`. `Ok(None)` means the swap lost a race and the caller should retry.
+    async fn write_update(
+        &self,
+        rt: &ResourceType,
+        scope: WriteScope,
+        current: &KeyValue,
+        mut new: Value,
+        dry_run: bool,
+    ) -> Result<Option<Value>, ApiError> {
+        let old = stored_object(rt, current)?;
+        let name = object::name(&old).to_string();
+        // Keep what the server owns.
+        {
+            let old_meta = old.get("metadata").cloned().unwrap_or(json!({}));
+            let meta = object::metadata_mut(&mut new);
+            for field in ["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation", "namespace", "name"] {
+                match old_meta.get(field) {
+                    Some(v) => meta.insert(field.into(), v.clone()),
+                    None => meta.remove(field),
+                };
+            }
+        }
+        let mut new = match scope {
+            WriteScope::Main => {
+                if rt.has(Subresource::Status) && rt.kind != "Node" || rt.kind == "Namespace" {
+                    let map = new.as_object_mut().expect("object");
+                    match old.get("status") {
+                        Some(s) => map.insert("status".into(), s.clone()),
+                        None => map.remove("status"),
+                    };
+                }
+                new
+            }
+            WriteScope::Status => {
+                let mut merged = old.clone();
+                let map = merged.as_object_mut().expect("object");
+                match new.get("status") {
+                    Some(s) => map.insert("status".into(), s.clone()),
+                    None => map.remove("status"),
+                };
+                merged
+            }
+            WriteScope::Finalize => {
+                let mut merged = old.clone();
+                let finalizers = new.pointer("/spec/finalizers").cloned().unwrap_or(json!([]));
+                merged["spec"]["finalizers"] = finalizers;
+                merged
+            }
+        };
+        defaults::apply_defaults(rt, &mut new);
+        if rt.kind == "Service" {
+            crate::alloc::keep_allocations(&old, &mut new);
+        }
+        // generation counts changes of everything but metadata and status.
+        if let Some(generation) = old.pointer("/metadata/generation").and_then(Value::as_i64)
+            && object::without(&old, &["metadata", "status"]) != object::without(&new, &["metadata", "status"])
+        {
+            object::metadata_mut(&mut new).insert("generation".into(), json!(generation + 1));
+        }
+        let causes = validation::validate_update(rt, &new, &old);
+        if !causes.is_empty() {
+            return Err(invalid(rt, &name, causes));
+        }
+        // An update that removes the last finalizer of an object being deleted finishes the deletion.
+        if object::is_deleting(&new) && object::finalizers(&new).is_empty() && rt.kind != "Namespace" {
+            if dry_run {
+                return Ok(Some(new));
+            }
+            return match self.store.delete(&current.key, Some(current.mod_revision)).await {
+                Ok(d) => {
+                    object::set_resource_version(&mut new, d.revision);
+                    Ok(Some(new))
+                }
+                Err(tug_store::Error::Conflict { .. }) => Ok(None),
+                Err(tug_store::Error::NotFound { .. }) => Err(not_found(rt, &name)),
+                Err(e) => Err(from_store(e)),
+            };
+        }
+        let bytes = encode_for_storage(rt, &new);
+        // Nothing changed: no write, no new resourceVersion (as Kubernetes).
+        if bytes == current.value || dry_run {
+            object::set_resource_version(&mut new, current.mod_revision);
+            return Ok(Some(new));
+        }
+        match self.store.update(&current.key, bytes, current.mod_revision, ttl_for(rt)).await {
+            Ok(rev) => {
+                object::set_resource_version(&mut new, rev);
+                Ok(Some(new))
+            }
+            Err(tug_store::Error::Conflict { .. }) => Ok(None),
+            Err(tug_store::Error::NotFound { .. }) => Err(not_found(rt, &name)),
+            Err(e) => Err(from_store(e)),
+        }
+    }
+
+    /// PUT on an object or its status / finalize subresource.
+    pub async fn update(
+        &self,
+        req: &ResourceRequest,
+        q: &Query,
+        scope: WriteScope,
+        mut obj: Value,
+        reply: &mut Reply,
+    ) -> Result<Value, ApiError> {
+        let rt = req.rt;
+        let name = req.name.as_deref().unwrap_or_default();
+        check_type(rt, &mut obj)?;
+        let obj = normalize(rt, obj, q.field_validation, &mut reply.warnings)?;
+        match object::str_at(&obj, &["metadata", "name"]) {
+            Some(n) if n != name => {
+                return Err(ApiError::bad_request(format!(
+                    "the name of the object ({n}) does not match the name on the URL ({name})"
+                )));
+            }
+            _ => {}
+        }
+        if let (Some(b), Some(r)) = (object::namespace(&obj), req.namespace.as_deref())
+            && b != r
+        {
+            return Err(ApiError::bad_request(
+                "the namespace of the provided object does not match the namespace sent on the request",
+            ));
+        }
+        let precondition: Option<Revision> = match object::resource_version(&obj) {
+            Some(rv) => Some(rv.parse().map_err(|_| {
+                ApiError::bad_request(format!("invalid resourceVersion {rv:?}: not one this server issued"))
+            })?),
+            None => None,
+        };
+        for _ in 0..CAS_RETRIES {
+            let current = self.current(rt, req.namespace.as_deref(), name).await?;
+            if precondition.is_some_and(|p| p != current.mod_revision) {
+                return Err(conflict(rt, name));
+            }
+            if let Some(done) = self.write_update(rt, scope, &current, obj.clone(), q.dry_run).await? {
+                return Ok(done);
+            }
+            if precondition.is_some() {
+                return Err(conflict(rt, name));
+            }
+        }
+        Err(conflict(rt, name))
+    }
+
+    /// PATCH on an object or its status subresource.
+    pub async fn patch(
+        &self,
+        req: &ResourceRequest,
+        q: &Query,
+        scope: WriteScope,
+        body: &[u8],
+        content_type: Option<&str>,
+        reply: &mut Reply,
+    ) -> Result<Value, ApiError> {
+        let rt = req.rt;
+        let name = req.name.as_deref().unwrap_or_default();
+        let media = content_type.map(|c| c.split(';').next().unwrap_or("").trim()).unwrap_or("");
+        let patch_doc: Value = match media {
+            "application/apply-patch+yaml" => decode_body(body, Some("application/yaml"))?,
+            "application/json-patch+json" | "application/merge-patch+json" | "application/strategic-merge-patch+json" => {
+                serde_json::from_slice(body)
+                    .map_err(|e| ApiError::bad_request(format!("the patch is not valid JSON: {e}")))?
+            }
+            other => {
+                let mut e = ApiError::unsupported_media_type(other);
+                e.message = format!(
+                    "the patch content type {other:?} is not supported: use application/json-patch+json, \
+                     application/merge-patch+json, application/strategic-merge-patch+json or application/apply-patch+yaml"
+                );
+                return Err(e);
+            }
+        };
+        for _ in 0..CAS_RETRIES {
+            let current = match self.current(rt, req.namespace.as_deref(), name).await {
+                Ok(c) => c,
+                // Server-side apply creates what does not exist yet.
+                Err(e) if e.code == 404 && media == "application/apply-patch+yaml" && scope == WriteScope::Main => {
+                    return self.create(req, q, patch_doc, reply).await;
+                }
+                Err(e) => return Err(e),
+            };
+            let old = stored_object(rt, &current)?;
+            let mut patched = old.clone();
+            let outcome = match media {
+                "application/json-patch+json" => patch::json_patch(&mut patched, &patch_doc),
+                "application/merge-patch+json" => {
+                    patch::merge_patch(&mut patched, &patch_doc);
+                    Ok(())
+                }
+                // Server-side apply without field ownership: the applied configuration is merged
+                // like a strategic merge patch (see ARCHITECTURE.md).
+                _ => patch::strategic_merge_patch(&rt.api_version(), rt.kind, &old, &patch_doc).map(|v| patched = v),
+            };
+            outcome.map_err(|e| match e {
+                patch::PatchError::BadRequest(m) => ApiError::bad_request(m),
+                patch::PatchError::Invalid(m) => ApiError::new(422, "Invalid", m),
+            })?;
+            check_type(rt, &mut patched)?;
+            let patched = normalize(rt, patched, q.field_validation, &mut reply.warnings)?;
+            // A resourceVersion in the patch is a precondition.
+            let precondition = object::resource_version(&patched).map(str::to_string);
+            if precondition.as_deref().is_some_and(|p| p != current.mod_revision.to_string()) {
+                return Err(conflict(rt, name));
+            }
+            if object::name(&patched) != name {
+                return Err(ApiError::bad_request("a patch cannot change metadata.name"));
+            }
+            if let Some(done) = self.write_update(rt, scope, &current, patched, q.dry_run).await? {
+                return Ok(done);
+            }
+        }
+        Err(conflict(rt, name))
+    }
+
+    /// DELETE of one object. Returns the object as it was (or as it now is, when the deletion is
+    /// graceful or waits for finalizers).
+    pub async fn delete(&self, req: &ResourceRequest, q: &Query, options: &Value) -> Result<Value, ApiError> {
+        let rt = req.rt;
+        let name = req.name.as_deref().unwrap_or_default();
+        let dry_run = q.dry_run
+            || options.get("dryRun").and_then(Value::as_array).is_some_and(|a| a.iter().any(|v| v == "All"));
+        let grace = q.grace_period_seconds.or_else(|| options.get("gracePeriodSeconds").and_then(Value::as_i64));
+        let propagation = q
+            .propagation_policy
+            .clone()
+            .or_else(|| options.get("propagationPolicy").and_then(Value::as_str).map(str::to_string));
+        if let Some(p) = &propagation
+            && !["Orphan", "Background", "Foreground"].contains(&p.as_str())
+        {
+            return Err(ApiError::bad_request(format!(
+                "invalid propagationPolicy {p:?}: use Orphan, Background or Foreground"
+            )));
+        }
+        for _ in 0..CAS_RETRIES {
+            let current = self.current(rt, req.namespace.as_deref(), name).await?;
+            let mut obj = stored_object(rt, &current)?;
+            if let Some(pre) = options.get("preconditions") {
+                if let Some(uid) = pre.get("uid").and_then(Value::as_str)
+                    && Some(uid) != object::str_at(&obj, &["metadata", "uid"])
+                {
+                    return Err(ApiError::new(
+                        409,
+                        "Conflict",
+                        format!(
+                            "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                            object::str_at(&obj, &["metadata", "uid"]).unwrap_or_default()
+                        ),
+                    )
+                    .about(rt.group, rt.plural, name));
+                }
+                if let Some(rv) = pre.get("resourceVersion").and_then(Value::as_str)
+                    && rv != current.mod_revision.to_string()
+                {
+                    return Err(ApiError::new(
+                        409,
+                        "Conflict",
+                        format!(
+                            "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
+                            current.mod_revision
+                        ),
+                    )
+                    .about(rt.group, rt.plural, name));
+                }
+            }
+            let mut finalizers = object::finalizers(&obj);
+            match propagation.as_deref() {
+                Some("Foreground") if !finalizers.iter().any(|f| f == "foregroundDeletion") => {
+                    finalizers.push("foregroundDeletion".into())
+                }
+                Some("Orphan") if !finalizers.iter().any(|f| f == "orphan") => finalizers.push("orphan".into()),
+                _ => {}
+            }
+            let graceful_pod = rt.kind == "Pod"
+                && object::str_at(&obj, &["spec", "nodeName"]).is_some_and(|n| !n.is_empty())
+                && !matches!(object::str_at(&obj, &["status", "phase"]), Some("Succeeded" | "Failed"))
+                && grace.unwrap_or(1) > 0;
+            let wait = rt.kind == "Namespace" || !finalizers.is_empty() || graceful_pod;
+            if wait {
+                if object::is_deleting(&obj) && rt.kind != "Pod" {
+                    return Ok(obj);
+                }
+                let grace_secs = if graceful_pod {
+                    grace
+                        .or_else(|| obj.pointer("/spec/terminationGracePeriodSeconds").and_then(Value::as_i64))
+                        .unwrap_or(30)
+                } else {
+                    0
+                };
+                if object::is_deleting(&obj)
+                    && obj.pointer("/metadata/deletionGracePeriodSeconds").and_then(Value::as_i64).unwrap_or(0)
+                        <= grace_secs
+                {
+                    return Ok(obj);
+                }
+                let at = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(grace_secs);
+                let meta = object::metadata_mut(&mut obj);
+                meta.insert("deletionTimestamp".into(), json!(at.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()));
+                meta.insert("deletionGracePeriodSeconds".into(), json!(grace_secs));
+                if !finalizers.is_empty() {
+                    meta.insert("finalizers".into(), json!(finalizers));
+                }
+                if rt.kind == "Namespace" {
+                    obj["status"]["phase"] = json!("Terminating");
+                }
+                if dry_run {
+                    return Ok(obj);
+                }
+                match self.store.update(&current.key, encode_for_storage(rt, &obj), current.mod_revision, ttl_for(rt)).await {
+                    Ok(rev) => {
+                        object::set_resource_version(&mut obj, rev);
+                        return Ok(obj);
+                    }
+                    Err(tug_store::Error::Conflict { .. }) => continue,
+                    Err(tug_store::Error::NotFound { .. }) => return Err(not_found(rt, name)),
+                    Err(e) => return Err(from_store(e)),
+                }
+            }
+            if dry_run {
+                return Ok(obj);
+            }
+            match self.store.delete(&current.key, Some(current.mod_revision)).await {
+                Ok(d) => {
+                    if rt.kind == "Service" {
+                        self.services.release(&obj);
+                    }
+                    object::set_resource_version(&mut obj, d.revision);
+                    return Ok(obj);
+                }
+                Err(tug_store::Error::Conflict { .. }) => continue,
+                Err(tug_store::Error::NotFound { .. }) => return Err(not_found(rt, name)),
+                Err(e) => return Err(from_store(e)),
+            }
+        }
+        Err(conflict(rt, name))
+    }
+
+    /// Objects of a list or watch request that pass its selectors.
+    pub fn list_filter(req: &ResourceRequest, q: &Query) -> Result<impl Fn(&CachedObject) -> bool + Send + Sync + use<>, ApiError> {
+        let labels = match &q.label_selector {
+            Some(s) => LabelSelector::parse(s).map_err(|e| ApiError::bad_request(format!("invalid labelSelector: {e}")))?,
+            None => LabelSelector::default(),
+        };
+        let fields = match &q.field_selector {
+            Some(s) => FieldSelector::parse(s).map_err(|e| ApiError::bad_request(format!("invalid fieldSelector: {e}")))?,
+            None => FieldSelector::default(),
+        };
+        // Reject fields this type cannot select on, as Kubernetes does.
+        let probe = CachedObject::from_value(&req.rt.key(Some("x"), "x"), &json!({}), 0);
+        for r in &fields.requirements {
+            if probe.field(&r.field).is_none() {
+                return Err(ApiError::bad_request(format!(
+                    "field label not supported: {} (for {})",
+                    r.field, req.rt.plural
+                )));
+            }
+        }
+        Ok(move |o: &CachedObject| labels.matches(&o.labels) && fields.matches(|f| o.field(f)))
+    }
+
+    /// A list: the cache for ordinary reads, the store for pages of a large result (so every
+    /// page comes from one snapshot, as `continue` promises).
+    pub async fn list(&self, req: &ResourceRequest, q: &Query) -> Result<(Vec<Bytes>, Revision, Option<String>), ApiError> {
+        let rt = req.rt;
+        let filter = Self::list_filter(req, q)?;
+        let prefix = rt.prefix(req.namespace.as_deref());
+        if q.continue_token.is_none() {
+            let exact = q.resource_version_match.as_deref() == Some("Exact");
+            let min_rev = match q.resource_version.as_deref() {
+                None => Some(self.cache.sync().await?),
+                Some("0") => None,
+                Some(rv) => Some(rv.parse::<Revision>().map_err(|_| {
+                    ApiError::bad_request(format!("invalid resourceVersion {rv:?}"))
+                })?),
+            };
+            if !exact {
+                if let Some(r) = min_rev
+                    && !self.cache.wait_for(r, crate::cache::FRESHNESS_WAIT).await
+                {
+                    return Err(ApiError::timeout(format!("Too large resource version: {r}")));
+                }
+                // resourceVersion=0 ignores limit, as Kubernetes' cache does.
+                let limit = if q.resource_version.as_deref() == Some("0") { 0 } else { q.limit };
+                let (items, revision, more) = self.cache.list(rt.storage, &prefix, None, limit, &filter);
+                if !more {
+                    return Ok((items.iter().map(|o| served_bytes(rt, o)).collect(), revision, None));
+                }
+            }
+        }
+        self.list_from_store(rt, &prefix, q, &filter).await
+    }
+
+    async fn list_from_store(
+        &self,
+        rt: &ResourceType,
+        prefix: &str,
+        q: &Query,
+        filter: &(dyn Fn(&CachedObject) -> bool + Sync),
+    ) -> Result<(Vec<Bytes>, Revision, Option<String>), ApiError> {
+        let mut options = ListOptions { limit: q.limit, revision: None, continue_token: q.continue_token.clone() };
+        if q.continue_token.is_none()
+            && let Some(rv) = q.resource_version.as_deref().filter(|r| *r != "0")
+        {
+            options.revision = Some(rv.parse().map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {rv:?}")))?);
+        }
+        let mut out = Vec::new();
+        loop {
+            let page = self.store.list(prefix, options.clone()).await.map_err(|e| match e {
+                tug_store::Error::Compacted { .. } => ApiError::gone(
+                    "The provided continue parameter is too old to display a consistent list result. \
+                     You can start a new list without the continue parameter.",
+                ),
+                other => from_store(other),
+            })?;
+            let n = page.items.len();
+            for (i, kv) in page.items.iter().enumerate() {
+                let Ok(obj) = CachedObject::decode(&kv.key, &kv.value, kv.mod_revision) else { continue };
+                if !filter(&obj) {
+                    continue;
+                }
+                out.push(served_bytes(rt, &obj));
+                if q.limit > 0 && out.len() == q.limit {
+                    let more_here = i + 1 < n;
+                    if more_here || page.continue_token.is_some() {
+                        let token = ContinueToken { revision: page.revision, last_key: kv.key.clone() }.encode();
+                        return Ok((out, page.revision, Some(token)));
+                    }
+                    return Ok((out, page.revision, None));
+                }
+            }
+            match page.continue_token {
+                Some(t) => options = ListOptions { limit: q.limit, revision: None, continue_token: Some(t) },
+                None => return Ok((out, page.revision, None)),
+            }
+        }
+    }
+
+    /// DELETE on a collection: every matching object, one by one.
+    pub async fn delete_collection(&self, req: &ResourceRequest, q: &Query, options: &Value) -> Result<Vec<Bytes>, ApiError> {
+        let list_q = Query { limit: 0, continue_token: None, resource_version: None, ..q.clone() };
+        let (items, _, _) = self.list(req, &list_q).await?;
+        let mut deleted = Vec::new();
+        for item in items {
+            let obj: Value = serde_json::from_slice(&item).unwrap_or(Value::Null);
+            let one = ResourceRequest {
+                rt: req.rt,
+                namespace: object::namespace(&obj).map(str::to_string),
+                name: Some(object::name(&obj).to_string()),
+                subresource: None,
+                watch_path: false,
+            };
+            match self.delete(&one, q, options).await {
+                Ok(v) => deleted.push(Bytes::from(serde_json::to_vec(&v).unwrap_or_default())),
+                Err(e) if e.code == 404 => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(deleted)
+    }
+
+    /// GET of the autoscaling/v1 Scale view.
+    pub async fn get_scale(&self, req: &ResourceRequest) -> Result<Value, ApiError> {
+        let rt = req.rt;
+        let kv = self.current(rt, req.namespace.as_deref(), req.name.as_deref().unwrap_or_default()).await?;
+        Ok(scale_of(&stored_object(rt, &kv)?))
+    }
+
+    /// PUT or PATCH of the Scale view: changes `spec.replicas` of the object.
+    pub async fn write_scale(
+        &self,
+        req: &ResourceRequest,
+        q: &Query,
+        body: &[u8],
+        content_type: Option<&str>,
+        is_patch: bool,
+    ) -> Result<Value, ApiError> {
+        let rt = req.rt;
+        let name = req.name.as_deref().unwrap_or_default();
+        for _ in 0..CAS_RETRIES {
+            let current = self.current(rt, req.namespace.as_deref(), name).await?;
+            let obj = stored_object(rt, &current)?;
+            let mut scale = scale_of(&obj);
+            if is_patch {
+                let media = content_type.map(|c| c.split(';').next().unwrap_or("").trim()).unwrap_or("");
+                let doc: Value = serde_json::from_slice(body)
+                    .map_err(|e| ApiError::bad_request(format!("the patch is not valid JSON: {e}")))?;
+                match media {
+                    "application/json-patch+json" => patch::json_patch(&mut scale, &doc)
+                        .map_err(|e| ApiError::bad_request(e.to_string()))?,
+                    _ => patch::merge_patch(&mut scale, &doc),
+                }
+            } else {
+                scale = decode_body(body, content_type)?;
+            }
+            if let Some(rv) = object::resource_version(&scale)
+                && rv != current.mod_revision.to_string()
+            {
+                return Err(conflict(rt, name));
+            }
+            let replicas = match scale.pointer("/spec/replicas") {
+                None | Some(Value::Null) => 0,
+                Some(v) => v.as_i64().filter(|r| *r >= 0 && *r <= i32::MAX as i64).ok_or_else(|| {
+                    invalid(
+                        &SCALE_RT,
+                        name,
+                        vec![tug_core::status::Cause {
+                            reason: "FieldValueInvalid",
+                            field: "spec.replicas".into(),
+                            message: format!("Invalid value: {v}: must be greater than or equal to 0"),
+                        }],
+                    )
+                })?,
+            };
+            let mut new = obj.clone();
+            new["spec"]["replicas"] = json!(replicas);
+            if let Some(done) = self.write_update(rt, WriteScope::Main, &current, new, q.dry_run).await? {
+                return Ok(scale_of(&done));
+            }
+        }
+        Err(conflict(rt, name))
+    }
+
+    /// POST pods/binding: assigns a pod to a node, once.
+    pub async fn bind(&self, req: &ResourceRequest, binding: &Value) -> Result<(), ApiError> {
+        let rt = req.rt;
+        let name = req.name.as_deref().unwrap_or_default();
+        let node = binding.pointer("/target/name").and_then(Value::as_str).filter(|s| !s.is_empty()).ok_or_else(|| {
+            invalid(
+                rt,
+                name,
+                vec![tug_core::status::Cause {
+                    reason: "FieldValueRequired",
+                    field: "target.name".into(),
+                    message: "Required value".into(),
+                }],
+            )
+        })?;
+        for _ in 0..CAS_RETRIES {
+            let current = self.current(rt, req.namespace.as_deref(), name).await?;
+            let mut pod = stored_object(rt, &current)?;
+            if object::is_deleting(&pod) {
+                return Err(ApiError::new(409, "Conflict", format!("pod {name} is being deleted, cannot be assigned to a host")));
+            }
+            if let Some(existing) = object::str_at(&pod, &["spec", "nodeName"]).filter(|s| !s.is_empty()) {
+                return Err(ApiError::new(
+                    409,
+                    "Conflict",
+                    format!("pod {name} is already assigned to node \"{existing}\""),
+                )
+                .about("", "pods", name));
+            }
+            pod["spec"]["nodeName"] = json!(node);
+            let conditions = pod["status"]["conditions"].as_array().cloned().unwrap_or_default();
+            let mut conditions: Vec<Value> = conditions.into_iter().filter(|c| c["type"] != "PodScheduled").collect();
+            conditions.push(json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": object::now_rfc3339()}));
+            pod["status"]["conditions"] = json!(conditions);
+            let bytes = encode_for_storage(rt, &pod);
+            match self.store.update(&current.key, bytes, current.mod_revision, None).await {
+                Ok(_) => return Ok(()),
+                Err(tug_store::Error::Conflict { .. }) => continue,
+                Err(e) => return Err(from_store(e)),
+            }
+        }
+        Err(conflict(rt, name))
+    }
+
+    /// POST pods/eviction: deletes the pod unless a PodDisruptionBudget forbids it (429).
+    pub async fn evict(&self, req: &ResourceRequest, q: &Query, eviction: &Value) -> Result<(), ApiError> {
+        let name = req.name.as_deref().unwrap_or_default();
+        let ns = req.namespace.as_deref().unwrap_or("default");
+        let current = self.current(req.rt, Some(ns), name).await?;
+        let pod = stored_object(req.rt, &current)?;
+        let pod_labels = object::labels(&pod);
+        let pdb_rt = registry::by_kind("policy/v1", "PodDisruptionBudget").expect("registered");
+        let (pdbs, _, _) = self.cache.list(pdb_rt.storage, &pdb_rt.prefix(Some(ns)), None, 0, &|_| true);
+        let terminal = matches!(object::str_at(&pod, &["status", "phase"]), Some("Succeeded" | "Failed"));
+        for pdb in pdbs {
+            let pdb = pdb.value();
+            let Some(selector) = pdb.pointer("/spec/selector") else { continue };
+            if !crate::selectors::label_selector_matches(selector, &pod_labels) || terminal {
+                continue;
+            }
+            let allowed = pdb.pointer("/status/disruptionsAllowed").and_then(Value::as_i64).unwrap_or(0);
+            if allowed < 1 {
+                return Err(ApiError::too_many_requests(format!(
+                    "Cannot evict pod as it would violate the pod's disruption budget.",
+                ))
+                .about("policy", "poddisruptionbudgets", object::name(&pdb)));
+            }
+        }
+        let options = eviction.get("deleteOptions").cloned().unwrap_or(json!({}));
+        self.delete(req, q, &options).await.map(|_| ())
+    }
+}
+
+/// The Scale object of a workload.
+pub fn scale_of(obj: &Value) -> Value {
+    let selector = obj.pointer("/spec/selector").map(crate::selectors::selector_string).unwrap_or_default();
+    json!({
+        "kind": "Scale",
+        "apiVersion": "autoscaling/v1",
+        "metadata": {
+            "name": object::name(obj),
+            "namespace": object::namespace(obj).unwrap_or_default(),
+            "uid": object::str_at(obj, &["metadata", "uid"]).unwrap_or_default(),
+            "resourceVersion": object::resource_version(obj).unwrap_or_default(),
+            "creationTimestamp": object::str_at(obj, &["metadata", "creationTimestamp"]),
+        },
+        "spec": {"replicas": obj.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(0)},
+        "status": {
+            "replicas": obj.pointer("/status/replicas").and_then(Value::as_i64).unwrap_or(0),
+            "selector": selector,
+        },
+    })
+}
+
+/// Scale's own type, for error messages.
+static SCALE_RT: ResourceType = ResourceType {
+    group: "autoscaling",
+    version: "v1",
+    kind: "Scale",
+    plural: "scale",
+    singular: "scale",
+    short_names: &[],
+    scope: tug_core::registry::Scope::Namespaced,
+    in_all: false,
+    subresources: &[],
+    storage: "",
+};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn qos_classes() {
+        let best = json!({"spec": {"containers": [{"name": "a"}]}});
+        let guaranteed = json!({"spec": {"containers": [{"name": "a", "resources": {"limits": {"cpu": "1", "memory": "1Gi"}}}]}});
+        let burstable = json!({"spec": {"containers": [{"name": "a", "resources": {"requests": {"cpu": "1"}}}]}});
+        assert_eq!(qos_class(&best), "BestEffort");
+        assert_eq!(qos_class(&guaranteed), "Guaranteed");
+        assert_eq!(qos_class(&burstable), "Burstable");
+    }
+
+    #[test]
+    fn bodies_decode_by_content_type() {
+        assert!(decode_body(b"{\"a\":1}", None).is_ok());
+        assert_eq!(decode_body(b"{nope", Some("application/json")).unwrap_err().code, 400);
+        assert_eq!(decode_body(b"a: [1, 2]\n", Some("application/yaml")).unwrap(), json!({"a": [1, 2]}));
+        assert_eq!(decode_body(b"a: [1, 2\n", Some("application/yaml")).unwrap_err().code, 400);
+        assert_eq!(decode_body(b"x", Some("text/csv")).unwrap_err().code, 415);
+    }
+
+    #[test]
+    fn type_mismatch_is_a_bad_request() {
+        let rt = registry::by_kind("apps/v1", "Deployment").unwrap();
+        let mut ok = json!({"metadata": {"name": "a"}});
+        check_type(rt, &mut ok).unwrap();
+        assert_eq!((ok["apiVersion"].as_str(), ok["kind"].as_str()), (Some("apps/v1"), Some("Deployment")));
+        let mut wrong = json!({"apiVersion": "v1", "kind": "Deployment"});
+        assert_eq!(check_type(rt, &mut wrong).unwrap_err().code, 400);
+        assert_eq!(check_type(rt, &mut json!([1])).unwrap_err().code, 400);
+    }
+}
