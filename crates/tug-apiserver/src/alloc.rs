@@ -49,7 +49,10 @@ impl ServiceAllocator {
             svc["spec"]["clusterIPs"] = json!([ip.to_string()]);
         } else if requested != "None" {
             let ip: Ipv4Addr = requested.parse().map_err(|_| {
-                AllocError("spec.clusterIP".into(), format!("Invalid value: \"{requested}\": must be a valid IP address"))
+                AllocError(
+                    "spec.clusterIP".into(),
+                    format!("Invalid value: \"{requested}\": must be a valid IP address"),
+                )
             })?;
             if used_ips.contains(&ip) || pending.0.contains(&ip) {
                 return Err(AllocError(
@@ -77,10 +80,10 @@ impl ServiceAllocator {
                         pending.1.insert(p);
                     }
                     None => {
-                        let p = NODE_PORTS
-                            .clone()
-                            .find(|p| !used_ports.contains(p) && !pending.1.contains(p))
-                            .ok_or_else(|| AllocError(format!("spec.ports[{i}].nodePort"), "no free node ports".into()))?;
+                        let p =
+                            NODE_PORTS.clone().find(|p| !used_ports.contains(p) && !pending.1.contains(p)).ok_or_else(
+                                || AllocError(format!("spec.ports[{i}].nodePort"), "no free node ports".into()),
+                            )?;
                         pending.1.insert(p);
                         port["nodePort"] = json!(p);
                     }
@@ -144,7 +147,9 @@ pub fn keep_allocations(old: &Value, new: &mut Value) {
             if port.get("nodePort").is_some_and(|p| !p.is_null()) {
                 continue;
             }
-            let same = old_ports.iter().find(|o| o.get("port") == port.get("port") && o.get("protocol") == port.get("protocol"));
+            let same = old_ports
+                .iter()
+                .find(|o| o.get("port") == port.get("port") && o.get("protocol") == port.get("protocol"));
             if let Some(np) = same.and_then(|o| o.get("nodePort")) {
                 port["nodePort"] = np.clone();
             }

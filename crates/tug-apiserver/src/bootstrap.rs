@@ -99,8 +99,28 @@ pub fn spawn_namespace_finalizer(api: Arc<Api>) {
     });
 }
 
+/// Cleanup starts this long after a namespace was deleted, so a client deleting a namespace
+/// and its objects one by one (`kubectl delete -f` of a file holding both) finds each object
+/// still there, as it does on Kubernetes, instead of racing the cleanup into NotFound errors.
+const CLEANUP_DELAY: Duration = Duration::from_secs(2);
+
+fn cleanup_due(ns: &Value) -> bool {
+    let Some(at) =
+        object::str_at(ns, &["metadata", "deletionTimestamp"]).and_then(|t| t.parse::<jiff::Timestamp>().ok())
+    else {
+        return true;
+    };
+    jiff::Timestamp::now() >= at + jiff::SignedDuration::try_from(CLEANUP_DELAY).unwrap_or_default()
+}
+
 /// Deletes everything in a Terminating namespace; true once the namespace itself is gone.
 async fn finalize(api: &Arc<Api>, ns: &str) -> Result<bool, crate::ApiError> {
+    let ns_key = registry::by_kind("v1", "Namespace").expect("registered").key(None, ns);
+    if let Some(cached) = api.cache.get(&ns_key)
+        && !cleanup_due(&cached.value())
+    {
+        return Ok(false);
+    }
     let q = Query::default();
     let mut remaining = 0;
     let mut seen_storage = std::collections::HashSet::new();

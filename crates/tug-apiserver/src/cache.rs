@@ -120,7 +120,10 @@ fn selectable_fields(storage: &str, obj: &Value) -> Vec<(&'static str, String)> 
             v
         }
         "nodes" => {
-            vec![("spec.unschedulable", object::scalar_string(obj, &["spec", "unschedulable"]).unwrap_or("false".into()))]
+            vec![(
+                "spec.unschedulable",
+                object::scalar_string(obj, &["spec", "unschedulable"]).unwrap_or("false".into()),
+            )]
         }
         "namespaces" => vec![("status.phase", s(&["status", "phase"]))],
         "secrets" => vec![("type", s(&["type"]))],
@@ -227,7 +230,11 @@ impl WatchCache {
         for kv in &list.items {
             match CachedObject::decode(&kv.key, &kv.value, kv.mod_revision) {
                 Ok(obj) => {
-                    shards.entry(storage_of(&kv.key).to_string()).or_insert_with(Shard::new).objects.insert(kv.key.clone(), Arc::new(obj));
+                    shards
+                        .entry(storage_of(&kv.key).to_string())
+                        .or_insert_with(Shard::new)
+                        .objects
+                        .insert(kv.key.clone(), Arc::new(obj));
                 }
                 Err(e) => tracing::warn!(key = %kv.key, error = %e, "skipping an undecodable stored object"),
             }

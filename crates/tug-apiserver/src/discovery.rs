@@ -27,7 +27,10 @@ pub fn version_info() -> Value {
 
 const ALL_VERBS: &[&str] = &["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"];
 
-fn sub_kind(rt: &ResourceType, sub: Subresource) -> (&'static str, &'static str, &'static str, &'static [&'static str]) {
+fn sub_kind(
+    rt: &ResourceType,
+    sub: Subresource,
+) -> (&'static str, &'static str, &'static str, &'static [&'static str]) {
     // (group, version, kind, verbs)
     match sub {
         Subresource::Status => (rt.group, rt.version, rt.kind, &["get", "patch", "update"]),
@@ -35,7 +38,9 @@ fn sub_kind(rt: &ResourceType, sub: Subresource) -> (&'static str, &'static str,
         Subresource::Binding => ("", "v1", "Binding", &["create"]),
         Subresource::Eviction => ("policy", "v1", "Eviction", &["create"]),
         Subresource::Log => ("", "v1", "Pod", &["get"]),
-        Subresource::Exec | Subresource::Attach | Subresource::PortForward => ("", "v1", "PodExecOptions", &["create", "get"]),
+        Subresource::Exec | Subresource::Attach | Subresource::PortForward => {
+            ("", "v1", "PodExecOptions", &["create", "get"])
+        }
     }
 }
 
@@ -117,7 +122,8 @@ pub fn legacy_core_versions() -> Value {
 }
 
 fn legacy_group(group: &str, versions: &[&str]) -> Value {
-    let gvs: Vec<Value> = versions.iter().map(|v| json!({"groupVersion": format!("{group}/{v}"), "version": v})).collect();
+    let gvs: Vec<Value> =
+        versions.iter().map(|v| json!({"groupVersion": format!("{group}/{v}"), "version": v})).collect();
     json!({"name": group, "versions": gvs, "preferredVersion": gvs[0]})
 }
 

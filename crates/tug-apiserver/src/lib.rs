@@ -143,7 +143,9 @@ impl Api {
             if m == Method::GET || m == Method::HEAD {
                 Ok(())
             } else {
-                Err(ApiError::method_not_allowed(format!("the server does not allow this method on the requested resource: {m}")))
+                Err(ApiError::method_not_allowed(format!(
+                    "the server does not allow this method on the requested resource: {m}"
+                )))
             }
         };
         match route {
@@ -162,7 +164,8 @@ impl Api {
                 let core = route == Route::CoreGroup;
                 if accept.contains("as=APIGroupDiscoveryList") && accept.contains("v=v2;") || accept.ends_with("v=v2") {
                     let mut r = json_response(StatusCode::OK, &discovery::aggregated(core));
-                    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(discovery::AGGREGATED_CONTENT_TYPE));
+                    r.headers_mut()
+                        .insert(header::CONTENT_TYPE, HeaderValue::from_static(discovery::AGGREGATED_CONTENT_TYPE));
                     r.headers_mut().insert(header::VARY, HeaderValue::from_static("Accept"));
                     Ok(r)
                 } else if core {
@@ -370,7 +373,8 @@ impl Api {
 fn metric_labels(method: &Method, route: &Route, query: Option<&str>) -> (&'static str, String, String) {
     match route {
         Route::Resource(r) => {
-            let watch = r.watch_path || query.is_some_and(|q| q.split('&').any(|p| p == "watch=true" || p == "watch=1"));
+            let watch =
+                r.watch_path || query.is_some_and(|q| q.split('&').any(|p| p == "watch=true" || p == "watch=1"));
             let verb = match (method.as_str(), r.name.is_some()) {
                 ("GET", _) if watch => "watch",
                 ("GET", true) => "get",
@@ -393,10 +397,13 @@ fn metric_labels(method: &Method, route: &Route, query: Option<&str>) -> (&'stat
 
 async fn read_body(body: Body) -> Result<Bytes, ApiError> {
     axum::body::to_bytes(body, MAX_BODY_BYTES).await.map_err(|e| {
-        let too_large = std::error::Error::source(&e)
-            .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
+        let too_large = std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
             || e.to_string().contains("length limit");
-        if too_large { ApiError::too_large(MAX_BODY_BYTES) } else { ApiError::bad_request(format!("cannot read the request body: {e}")) }
+        if too_large {
+            ApiError::too_large(MAX_BODY_BYTES)
+        } else {
+            ApiError::bad_request(format!("cannot read the request body: {e}"))
+        }
     })
 }
 

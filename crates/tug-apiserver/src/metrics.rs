@@ -48,14 +48,22 @@ impl Default for Metrics {
         let latency = Family::<LatencyLabels, Histogram, fn() -> Histogram>::new_with_constructor(latency_histogram);
         let watches = Gauge::default();
         let watch_lagged = Counter::default();
-        registry.register("apiserver_request", "API requests by verb, resource, subresource and HTTP code", requests.clone());
+        registry.register(
+            "apiserver_request",
+            "API requests by verb, resource, subresource and HTTP code",
+            requests.clone(),
+        );
         registry.register(
             "apiserver_request_duration_seconds",
             "API request latency by verb and resource (watches: time to start the stream)",
             latency.clone(),
         );
         registry.register("apiserver_registered_watchers", "Watches currently open", watches.clone());
-        registry.register("apiserver_watch_lagged", "Watches ended because the client fell behind", watch_lagged.clone());
+        registry.register(
+            "apiserver_watch_lagged",
+            "Watches ended because the client fell behind",
+            watch_lagged.clone(),
+        );
         Metrics { registry, requests, latency, watches, watch_lagged }
     }
 }
@@ -70,7 +78,9 @@ impl Metrics {
                 code: code.to_string(),
             })
             .inc();
-        self.latency.get_or_create(&LatencyLabels { verb: verb.to_string(), resource: resource.to_string() }).observe(seconds);
+        self.latency
+            .get_or_create(&LatencyLabels { verb: verb.to_string(), resource: resource.to_string() })
+            .observe(seconds);
     }
 
     pub fn watch_opened(&self) {
@@ -108,7 +118,10 @@ mod tests {
         let m = Metrics::default();
         m.observe("create", "pods", "", 201, 0.002);
         let text = m.render(&[("pods".into(), 3)]);
-        assert!(text.contains("apiserver_request_total{verb=\"create\",resource=\"pods\",subresource=\"\",code=\"201\"} 1"), "{text}");
+        assert!(
+            text.contains("apiserver_request_total{verb=\"create\",resource=\"pods\",subresource=\"\",code=\"201\"} 1"),
+            "{text}"
+        );
         assert!(text.contains("apiserver_request_duration_seconds_bucket"));
         assert!(text.contains("apiserver_storage_objects{resource=\"pods\"} 3"));
     }

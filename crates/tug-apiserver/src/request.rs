@@ -18,14 +18,21 @@ pub enum Route {
     /// `/apis/<group>`.
     Group(String),
     /// `/api/v1`, `/apis/<group>/<version>`: the APIResourceList.
-    Resources { group: String, version: String },
+    Resources {
+        group: String,
+        version: String,
+    },
     OpenApiRoot,
     /// `/openapi/v3/<api/v1|apis/g/v>`.
     OpenApiDocument(String),
     /// A request on a kind we serve.
     Resource(ResourceRequest),
     /// Review APIs answered without storage (`selfsubjectaccessreviews`, ...).
-    Review { group: String, version: String, plural: String },
+    Review {
+        group: String,
+        version: String,
+        plural: String,
+    },
     NotFound,
 }
 
@@ -243,7 +250,10 @@ mod tests {
     #[test]
     fn routes_resource_paths() {
         let r = res("/api/v1/namespaces/default/pods/web/status");
-        assert_eq!((r.rt.plural, r.namespace.as_deref(), r.name.as_deref(), r.subresource.as_deref()), ("pods", Some("default"), Some("web"), Some("status")));
+        assert_eq!(
+            (r.rt.plural, r.namespace.as_deref(), r.name.as_deref(), r.subresource.as_deref()),
+            ("pods", Some("default"), Some("web"), Some("status"))
+        );
         let r = res("/api/v1/namespaces/kube-system");
         assert_eq!((r.rt.plural, r.namespace, r.name.as_deref()), ("namespaces", None, Some("kube-system")));
         let r = res("/api/v1/namespaces/x/finalize");
@@ -262,7 +272,10 @@ mod tests {
 
     #[test]
     fn parses_queries() {
-        let q = Query::parse(Some("labelSelector=app%3Dweb%2Ctier+in+(a)&limit=500&watch=1&dryRun=All&fieldValidation=Strict")).unwrap();
+        let q = Query::parse(Some(
+            "labelSelector=app%3Dweb%2Ctier+in+(a)&limit=500&watch=1&dryRun=All&fieldValidation=Strict",
+        ))
+        .unwrap();
         assert_eq!(q.label_selector.as_deref(), Some("app=web,tier in (a)"));
         assert_eq!(q.limit, 500);
         assert!(q.watch && q.dry_run);

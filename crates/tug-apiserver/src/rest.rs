@@ -54,9 +54,8 @@ fn conflict(rt: &ResourceType, name: &str) -> ApiError {
 pub fn decode_body(body: &[u8], content_type: Option<&str>) -> Result<Value, ApiError> {
     let media = content_type.map(|c| c.split(';').next().unwrap_or("").trim()).unwrap_or("");
     match media {
-        "" | "application/json" | "*/*" => serde_json::from_slice(body).map_err(|e| {
-            ApiError::bad_request(format!("the request body is not valid JSON: {e}"))
-        }),
+        "" | "application/json" | "*/*" => serde_json::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("the request body is not valid JSON: {e}"))),
         "application/yaml" | "application/x-yaml" | "text/yaml" => {
             let text = std::str::from_utf8(body)
                 .map_err(|_| ApiError::bad_request("the request body is not valid UTF-8 YAML"))?;
@@ -117,7 +116,12 @@ fn kind_of(v: &Value) -> &'static str {
 
 /// Field validation through the typed struct: Strict rejects unknown fields, Warn names them in
 /// a Warning header, Ignore drops them. Unknown fields are never stored.
-fn normalize(rt: &ResourceType, obj: Value, fv: FieldValidation, warnings: &mut Vec<String>) -> Result<Value, ApiError> {
+fn normalize(
+    rt: &ResourceType,
+    obj: Value,
+    fv: FieldValidation,
+    warnings: &mut Vec<String>,
+) -> Result<Value, ApiError> {
     let api_version = rt.api_version();
     match typed::normalize(&api_version, rt.kind, &obj) {
         None => Ok(obj),
@@ -202,11 +206,9 @@ fn prepare_create(rt: &ResourceType, req_ns: Option<&str>, obj: &mut Value) -> R
         return Err(ApiError::bad_request("resourceVersion should not be set on objects to be created"));
     }
     let name_missing = meta.get("name").and_then(Value::as_str).is_none_or(str::is_empty);
-    if name_missing {
-        if let Some(prefix) = meta.get("generateName").and_then(Value::as_str).filter(|s| !s.is_empty()) {
-            let name = format!("{prefix}{}", object::random_suffix());
-            meta.insert("name".into(), json!(name));
-        }
+    if name_missing && let Some(prefix) = meta.get("generateName").and_then(Value::as_str).filter(|s| !s.is_empty()) {
+        let name = format!("{prefix}{}", object::random_suffix());
+        meta.insert("name".into(), json!(name));
     }
     if rt.namespaced() {
         let body_ns = meta.get("namespace").and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_string);
@@ -293,7 +295,13 @@ fn qos_class(pod: &Value) -> &'static str {
 }
 
 impl Api {
-    pub async fn create(&self, req: &ResourceRequest, q: &Query, mut obj: Value, reply: &mut Reply) -> Result<Value, ApiError> {
+    pub async fn create(
+        &self,
+        req: &ResourceRequest,
+        q: &Query,
+        mut obj: Value,
+        reply: &mut Reply,
+    ) -> Result<Value, ApiError> {
         let rt = req.rt;
         check_type(rt, &mut obj)?;
         let mut obj = normalize(rt, obj, q.field_validation, &mut reply.warnings)?;
@@ -317,7 +325,11 @@ impl Api {
         defaults::apply_defaults(rt, &mut obj);
         if rt.kind == "Service" {
             self.services.allocate(&self.cache, &mut obj).map_err(|m| {
-                invalid(rt, &name, vec![tug_core::status::Cause { reason: "FieldValueInvalid", field: m.0, message: m.1 }])
+                invalid(
+                    rt,
+                    &name,
+                    vec![tug_core::status::Cause { reason: "FieldValueInvalid", field: m.0, message: m.1 }],
+                )
             })?;
         }
         let causes = validation::validate_create(rt, &obj);
@@ -382,7 +394,15 @@ impl Api {
         {
             let old_meta = old.get("metadata").cloned().unwrap_or(json!({}));
             let meta = object::metadata_mut(&mut new);
-            for field in ["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation", "namespace", "name"] {
+            for field in [
+                "uid",
+                "creationTimestamp",
+                "deletionTimestamp",
+                "deletionGracePeriodSeconds",
+                "generation",
+                "namespace",
+                "name",
+            ] {
                 match old_meta.get(field) {
                     Some(v) => meta.insert(field.into(), v.clone()),
                     None => meta.remove(field),
@@ -526,10 +546,10 @@ impl Api {
         let media = content_type.map(|c| c.split(';').next().unwrap_or("").trim()).unwrap_or("");
         let patch_doc: Value = match media {
             "application/apply-patch+yaml" => decode_body(body, Some("application/yaml"))?,
-            "application/json-patch+json" | "application/merge-patch+json" | "application/strategic-merge-patch+json" => {
-                serde_json::from_slice(body)
-                    .map_err(|e| ApiError::bad_request(format!("the patch is not valid JSON: {e}")))?
-            }
+            "application/json-patch+json"
+            | "application/merge-patch+json"
+            | "application/strategic-merge-patch+json" => serde_json::from_slice(body)
+                .map_err(|e| ApiError::bad_request(format!("the patch is not valid JSON: {e}")))?,
             other => {
                 let mut e = ApiError::unsupported_media_type(other);
                 e.message = format!(
@@ -586,8 +606,8 @@ impl Api {
     pub async fn delete(&self, req: &ResourceRequest, q: &Query, options: &Value) -> Result<Value, ApiError> {
         let rt = req.rt;
         let name = req.name.as_deref().unwrap_or_default();
-        let dry_run = q.dry_run
-            || options.get("dryRun").and_then(Value::as_array).is_some_and(|a| a.iter().any(|v| v == "All"));
+        let dry_run =
+            q.dry_run || options.get("dryRun").and_then(Value::as_array).is_some_and(|a| a.iter().any(|v| v == "All"));
         let grace = q.grace_period_seconds.or_else(|| options.get("gracePeriodSeconds").and_then(Value::as_i64));
         let propagation = q
             .propagation_policy
@@ -674,7 +694,11 @@ impl Api {
                 if dry_run {
                     return Ok(obj);
                 }
-                match self.store.update(&current.key, encode_for_storage(rt, &obj), current.mod_revision, ttl_for(rt)).await {
+                match self
+                    .store
+                    .update(&current.key, encode_for_storage(rt, &obj), current.mod_revision, ttl_for(rt))
+                    .await
+                {
                     Ok(rev) => {
                         object::set_resource_version(&mut obj, rev);
                         return Ok(obj);
@@ -704,13 +728,20 @@ impl Api {
     }
 
     /// Objects of a list or watch request that pass its selectors.
-    pub fn list_filter(req: &ResourceRequest, q: &Query) -> Result<impl Fn(&CachedObject) -> bool + Send + Sync + use<>, ApiError> {
+    pub fn list_filter(
+        req: &ResourceRequest,
+        q: &Query,
+    ) -> Result<impl Fn(&CachedObject) -> bool + Send + Sync + use<>, ApiError> {
         let labels = match &q.label_selector {
-            Some(s) => LabelSelector::parse(s).map_err(|e| ApiError::bad_request(format!("invalid labelSelector: {e}")))?,
+            Some(s) => {
+                LabelSelector::parse(s).map_err(|e| ApiError::bad_request(format!("invalid labelSelector: {e}")))?
+            }
             None => LabelSelector::default(),
         };
         let fields = match &q.field_selector {
-            Some(s) => FieldSelector::parse(s).map_err(|e| ApiError::bad_request(format!("invalid fieldSelector: {e}")))?,
+            Some(s) => {
+                FieldSelector::parse(s).map_err(|e| ApiError::bad_request(format!("invalid fieldSelector: {e}")))?
+            }
             None => FieldSelector::default(),
         };
         // Reject fields this type cannot select on, as Kubernetes does.
@@ -728,7 +759,11 @@ impl Api {
 
     /// A list: the cache for ordinary reads, the store for pages of a large result (so every
     /// page comes from one snapshot, as `continue` promises).
-    pub async fn list(&self, req: &ResourceRequest, q: &Query) -> Result<(Vec<Bytes>, Revision, Option<String>), ApiError> {
+    pub async fn list(
+        &self,
+        req: &ResourceRequest,
+        q: &Query,
+    ) -> Result<(Vec<Bytes>, Revision, Option<String>), ApiError> {
         let rt = req.rt;
         let filter = Self::list_filter(req, q)?;
         let prefix = rt.prefix(req.namespace.as_deref());
@@ -737,9 +772,10 @@ impl Api {
             let min_rev = match q.resource_version.as_deref() {
                 None => Some(self.cache.sync().await?),
                 Some("0") => None,
-                Some(rv) => Some(rv.parse::<Revision>().map_err(|_| {
-                    ApiError::bad_request(format!("invalid resourceVersion {rv:?}"))
-                })?),
+                Some(rv) => Some(
+                    rv.parse::<Revision>()
+                        .map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {rv:?}")))?,
+                ),
             };
             if !exact {
                 if let Some(r) = min_rev
@@ -769,7 +805,8 @@ impl Api {
         if q.continue_token.is_none()
             && let Some(rv) = q.resource_version.as_deref().filter(|r| *r != "0")
         {
-            options.revision = Some(rv.parse().map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {rv:?}")))?);
+            options.revision =
+                Some(rv.parse().map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {rv:?}")))?);
         }
         let mut out = Vec::new();
         loop {
@@ -804,7 +841,12 @@ impl Api {
     }
 
     /// DELETE on a collection: every matching object, one by one.
-    pub async fn delete_collection(&self, req: &ResourceRequest, q: &Query, options: &Value) -> Result<Vec<Bytes>, ApiError> {
+    pub async fn delete_collection(
+        &self,
+        req: &ResourceRequest,
+        q: &Query,
+        options: &Value,
+    ) -> Result<Vec<Bytes>, ApiError> {
         let list_q = Query { limit: 0, continue_token: None, resource_version: None, ..q.clone() };
         let (items, _, _) = self.list(req, &list_q).await?;
         let mut deleted = Vec::new();
@@ -853,8 +895,9 @@ impl Api {
                 let doc: Value = serde_json::from_slice(body)
                     .map_err(|e| ApiError::bad_request(format!("the patch is not valid JSON: {e}")))?;
                 match media {
-                    "application/json-patch+json" => patch::json_patch(&mut scale, &doc)
-                        .map_err(|e| ApiError::bad_request(e.to_string()))?,
+                    "application/json-patch+json" => {
+                        patch::json_patch(&mut scale, &doc).map_err(|e| ApiError::bad_request(e.to_string()))?
+                    }
                     _ => patch::merge_patch(&mut scale, &doc),
                 }
             } else {
@@ -892,22 +935,27 @@ impl Api {
     pub async fn bind(&self, req: &ResourceRequest, binding: &Value) -> Result<(), ApiError> {
         let rt = req.rt;
         let name = req.name.as_deref().unwrap_or_default();
-        let node = binding.pointer("/target/name").and_then(Value::as_str).filter(|s| !s.is_empty()).ok_or_else(|| {
-            invalid(
-                rt,
-                name,
-                vec![tug_core::status::Cause {
-                    reason: "FieldValueRequired",
-                    field: "target.name".into(),
-                    message: "Required value".into(),
-                }],
-            )
-        })?;
+        let node =
+            binding.pointer("/target/name").and_then(Value::as_str).filter(|s| !s.is_empty()).ok_or_else(|| {
+                invalid(
+                    rt,
+                    name,
+                    vec![tug_core::status::Cause {
+                        reason: "FieldValueRequired",
+                        field: "target.name".into(),
+                        message: "Required value".into(),
+                    }],
+                )
+            })?;
         for _ in 0..CAS_RETRIES {
             let current = self.current(rt, req.namespace.as_deref(), name).await?;
             let mut pod = stored_object(rt, &current)?;
             if object::is_deleting(&pod) {
-                return Err(ApiError::new(409, "Conflict", format!("pod {name} is being deleted, cannot be assigned to a host")));
+                return Err(ApiError::new(
+                    409,
+                    "Conflict",
+                    format!("pod {name} is being deleted, cannot be assigned to a host"),
+                ));
             }
             if let Some(existing) = object::str_at(&pod, &["spec", "nodeName"]).filter(|s| !s.is_empty()) {
                 return Err(ApiError::new(
@@ -950,9 +998,9 @@ impl Api {
             }
             let allowed = pdb.pointer("/status/disruptionsAllowed").and_then(Value::as_i64).unwrap_or(0);
             if allowed < 1 {
-                return Err(ApiError::too_many_requests(format!(
+                return Err(ApiError::too_many_requests(
                     "Cannot evict pod as it would violate the pod's disruption budget.",
-                ))
+                )
                 .about("policy", "poddisruptionbudgets", object::name(&pdb)));
             }
         }
@@ -1003,7 +1051,8 @@ mod tests {
     #[test]
     fn qos_classes() {
         let best = json!({"spec": {"containers": [{"name": "a"}]}});
-        let guaranteed = json!({"spec": {"containers": [{"name": "a", "resources": {"limits": {"cpu": "1", "memory": "1Gi"}}}]}});
+        let guaranteed =
+            json!({"spec": {"containers": [{"name": "a", "resources": {"limits": {"cpu": "1", "memory": "1Gi"}}}]}});
         let burstable = json!({"spec": {"containers": [{"name": "a", "resources": {"requests": {"cpu": "1"}}}]}});
         assert_eq!(qos_class(&best), "BestEffort");
         assert_eq!(qos_class(&guaranteed), "Guaranteed");

@@ -66,7 +66,8 @@ mod tests {
     #[test]
     fn matches_and_prints_selectors() {
         let sel = json!({"matchLabels": {"app": "web"}, "matchExpressions": [{"key": "tier", "operator": "In", "values": ["b", "a"]}]});
-        let labels: BTreeMap<String, String> = [("app".to_string(), "web".to_string()), ("tier".to_string(), "a".to_string())].into();
+        let labels: BTreeMap<String, String> =
+            [("app".to_string(), "web".to_string()), ("tier".to_string(), "a".to_string())].into();
         assert!(label_selector_matches(&sel, &labels));
         let other: BTreeMap<String, String> = [("app".to_string(), "web".to_string())].into();
         assert!(!label_selector_matches(&sel, &other));

@@ -134,7 +134,8 @@ mod tests {
 
     #[test]
     fn nulls_are_not_unknown() {
-        let input = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "creationTimestamp": null}});
+        let input =
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "creationTimestamp": null}});
         assert!(normalize("v1", "ConfigMap", &input).unwrap().unwrap().unknown_fields.is_empty());
     }
 }

@@ -47,9 +47,9 @@ impl Api {
                 let after: Revision =
                     rv.parse().map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {rv:?}")))?;
                 self.cache.watch_from(rt.storage, after).map_err(|e| match e {
-                    WatchStartError::TooOld { requested, oldest } => ApiError::gone(format!(
-                        "too old resource version: {requested} ({oldest})"
-                    )),
+                    WatchStartError::TooOld { requested, oldest } => {
+                        ApiError::gone(format!("too old resource version: {requested} ({oldest})"))
+                    }
                 })?
             }
         };
@@ -119,7 +119,12 @@ impl Drop for OpenWatch {
 }
 
 /// The line for one event as this watcher sees it, or `None` if it does not concern it.
-fn encode(rt: &ResourceType, render: &Render, event: &CacheEvent, matches: &(dyn Fn(&CachedObject) -> bool + Sync)) -> Option<Bytes> {
+fn encode(
+    rt: &ResourceType,
+    render: &Render,
+    event: &CacheEvent,
+    matches: &(dyn Fn(&CachedObject) -> bool + Sync),
+) -> Option<Bytes> {
     let now = matches(&event.object);
     let kind = match event.kind {
         EventType::Added if now => EventType::Added,
@@ -136,7 +141,10 @@ fn encode(rt: &ResourceType, render: &Render, event: &CacheEvent, matches: &(dyn
         Render::Object => rest::served_bytes(rt, &event.object),
         Render::Table { include } => {
             let obj = tug_core::convert::from_storage(rt, event.object.value());
-            Bytes::from(serde_json::to_vec(&crate::tables::table(rt, &[obj], *include, event.revision, false)).unwrap_or_default())
+            Bytes::from(
+                serde_json::to_vec(&crate::tables::table(rt, &[obj], *include, event.revision, false))
+                    .unwrap_or_default(),
+            )
         }
     };
     let mut line = BytesMut::with_capacity(body.len() + 32);
@@ -153,9 +161,9 @@ fn bookmark(rt: &ResourceType, revision: Revision, initial_events_end: bool) -> 
     if initial_events_end {
         metadata["annotations"] = json!({"k8s.io/initial-events-end": "true"});
     }
-    let event = json!({"type": "BOOKMARK", "object": {"kind": rt.kind, "apiVersion": rt.api_version(), "metadata": metadata}});
+    let event =
+        json!({"type": "BOOKMARK", "object": {"kind": rt.kind, "apiVersion": rt.api_version(), "metadata": metadata}});
     let mut v = serde_json::to_vec(&event).unwrap_or_default();
     v.push(b'\n');
     Bytes::from(v)
 }
-

@@ -23,7 +23,7 @@ pub struct ApiError {
     pub reason: &'static str,
     pub message: String,
     /// The object concerned: (group, kind or resource, name).
-    pub details: Option<(String, String, String)>,
+    pub details: Option<Box<(String, String, String)>>,
     pub causes: Vec<Cause>,
 }
 
@@ -34,7 +34,7 @@ impl ApiError {
 
     /// Names the object concerned in the Status details.
     pub fn about(mut self, group: &str, kind: &str, name: &str) -> Self {
-        self.details = Some((group.to_string(), kind.to_string(), name.to_string()));
+        self.details = Some(Box::new((group.to_string(), kind.to_string(), name.to_string())));
         self
     }
 
@@ -139,7 +139,8 @@ impl ApiError {
             "reason": self.reason,
             "code": self.code,
         });
-        if let Some((group, kind, name)) = &self.details {
+        if let Some(details) = &self.details {
+            let (group, kind, name) = details.as_ref();
             let mut details = json!({ "name": name, "kind": kind });
             if !group.is_empty() {
                 details["group"] = json!(group);
