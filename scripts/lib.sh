@@ -30,3 +30,18 @@ ensure_rust() {
 
 # What building tug needs: a C compiler for SQLite, protoc for the etcd and CRI protocols.
 BUILD_PACKAGES=(build-essential pkg-config protobuf-compiler)
+
+# kubectl for the acceptance tests: the one on PATH if any (a current one is best), else
+# Debian's kubernetes-client.
+ensure_kubectl() {
+  command -v kubectl >/dev/null 2>&1 || ensure_packages kubernetes-client
+}
+
+# The official Python Kubernetes client, for the client-compatibility test.
+ensure_python_kubernetes() {
+  ensure_packages python3 python3-pip
+  python3 -c 'import kubernetes' >/dev/null 2>&1 && return 0
+  echo "installing: python kubernetes client (pip)"
+  python3 -m pip install -q kubernetes >/dev/null 2>&1 \
+    || python3 -m pip install -q --break-system-packages kubernetes >/dev/null
+}

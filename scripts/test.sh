@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 . scripts/lib.sh
 ensure_packages "${BUILD_PACKAGES[@]}" etcd-server
 ensure_rust
+ensure_kubectl
+ensure_python_kubernetes
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
@@ -14,5 +16,5 @@ echo "== cargo clippy"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 echo "== unit tests"
 cargo test --workspace --lib --bins --quiet
-echo "== integration tests (real etcd, crash, full disk)"
+echo "== integration tests (real etcd, crash, full disk, API server with kubectl and client libraries)"
 cargo test --workspace --test '*' --quiet -- --test-threads=4
