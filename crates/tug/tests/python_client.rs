@@ -1,0 +1,173 @@
+//! The official Kubernetes Python client (`pip install kubernetes`) against a real `tug server`:
+//! list, create (core and apps), label selectors, a watch from a resourceVersion that sees a
+//! patch and a delete, and cleanup. The script is `tests/python/client_scenario.py`; it prints a
+//! JSON summary that this test asserts on.
+
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use tug_testkit::{free_port, wait_for};
+
+/// A `tug server` child process, killed by PID when dropped (also on panic).
+struct TugServer {
+    child: Child,
+    data_dir: tempfile::TempDir,
+    port: u16,
+}
+
+impl TugServer {
+    /// Starts the server and waits for its kubeconfig and a TCP connect. The listener is bound
+    /// before bootstrap ends, but connections wait in the backlog until requests are served.
+    fn start() -> TugServer {
+        for _ in 0..3 {
+            let mut server = Self::spawn(free_port());
+            match server.wait_until_listening() {
+                Ok(()) => return server,
+                Err(_) if server.log().contains("Address already in use") => continue,
+                Err(seen) => panic!("tug server did not start: {seen}\n--- server log\n{}", server.log()),
+            }
+        }
+        panic!("tug server could not bind a free port in 3 attempts");
+    }
+
+    fn spawn(port: u16) -> TugServer {
+        let data_dir = tempfile::tempdir().expect("temporary data dir");
+        let log = std::fs::File::create(data_dir.path().join("server.log")).expect("server log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_tug"))
+            .args(["server", "--data-dir"])
+            .arg(data_dir.path())
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start tug server");
+        TugServer { child, data_dir, port }
+    }
+
+    fn wait_until_listening(&mut self) -> Result<(), String> {
+        let mut exited = None;
+        let kubeconfig = self.kubeconfig();
+        let port = self.port;
+        let result = wait_for("the kubeconfig and a TCP connect", Duration::from_secs(20), || {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                exited = Some(status);
+                return Ok(());
+            }
+            if !kubeconfig.exists() {
+                return Err(format!("no {}", kubeconfig.display()));
+            }
+            TcpStream::connect(("127.0.0.1", port)).map(drop).map_err(|e| format!("connect to port {port}: {e}"))
+        });
+        match exited {
+            Some(status) => Err(format!("tug server exited early with {status}")),
+            None => result,
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.data_dir.path().join("server.log")).unwrap_or_default()
+    }
+
+    fn kubeconfig(&self) -> PathBuf {
+        self.data_dir.path().join("kubeconfig.yaml")
+    }
+}
+
+impl Drop for TugServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Fails with advice when Python or its `kubernetes` package is missing; never skips silently.
+fn require_python_client() {
+    let advice = "The Python client test needs python3 with the official `kubernetes` package: run \
+                  scripts/test.sh (it installs it), or `pip install kubernetes`.";
+    match Command::new("python3").args(["-c", "import kubernetes"]).output() {
+        Ok(out) if out.status.success() => {}
+        Ok(out) => panic!("{advice}\n`python3 -c 'import kubernetes'` said: {}", String::from_utf8_lossy(&out.stderr)),
+        Err(e) => panic!("{advice}\npython3 could not be run: {e}"),
+    }
+}
+
+/// What the script printed and how it ended; output goes to files so a chatty failure can never
+/// block on a full pipe.
+struct ScriptRun {
+    success: bool,
+    stdout: String,
+    stderr: String,
+}
+
+fn run_script(script: &Path, args: &[&Path], deadline: Duration) -> ScriptRun {
+    let out_dir = tempfile::tempdir().expect("temporary output dir");
+    let (out_path, err_path) = (out_dir.path().join("stdout"), out_dir.path().join("stderr"));
+    let mut child = Command::new("python3")
+        .arg(script)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&out_path).expect("stdout file"))
+        .stderr(std::fs::File::create(&err_path).expect("stderr file"))
+        .spawn()
+        .expect("start python3");
+    let finished = wait_for("the Python client scenario to finish", deadline, || match child.try_wait() {
+        Ok(Some(status)) => Ok(status),
+        Ok(None) => Err("still running".into()),
+        Err(e) => Err(e.to_string()),
+    });
+    if finished.is_err() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
+    let (stdout, mut stderr) = (read(&out_path), read(&err_path));
+    if let Err(timeout) = &finished {
+        stderr.push_str(&format!("\n[test] {timeout}; killed"));
+    }
+    ScriptRun { success: finished.is_ok_and(|s| s.success()), stdout, stderr }
+}
+
+#[test]
+fn the_official_python_client_lists_creates_watches_and_deletes() {
+    require_python_client();
+    let server = TugServer::start();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/client_scenario.py");
+    let run = run_script(&script, &[&server.kubeconfig(), Path::new("pyns")], Duration::from_secs(45));
+    let context = format!("--- stdout\n{}--- stderr\n{}--- server log\n{}", run.stdout, run.stderr, server.log());
+    assert!(run.success, "the Python scenario failed\n{context}");
+
+    let last_line = run.stdout.lines().last().unwrap_or_default();
+    let summary: serde_json::Value =
+        serde_json::from_str(last_line).unwrap_or_else(|e| panic!("summary is not JSON ({e})\n{context}"));
+    let names = |key: &str| -> Vec<String> {
+        summary[key].as_array().into_iter().flatten().filter_map(|v| v.as_str().map(String::from)).collect()
+    };
+
+    for expected in ["default", "kube-system"] {
+        assert!(names("namespaces").iter().any(|n| n == expected), "{expected} not listed: {summary}");
+    }
+    assert_eq!(summary["configmap_created"], "py-config", "{summary}");
+    assert_eq!(names("configmaps_selected"), ["py-config"], "the selector app=py: {summary}");
+    assert_eq!(names("deployments_selected"), ["py-web"], "{summary}");
+    assert_eq!(summary["deployment_replicas"], 2, "{summary}");
+
+    // From the list's resourceVersion the watch sees exactly the later patch, then the delete.
+    let events: Vec<(&str, &str, &str)> = summary["watch_events"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| {
+            (
+                e["type"].as_str().unwrap_or("?"),
+                e["name"].as_str().unwrap_or("?"),
+                e["data"]["k"].as_str().unwrap_or("?"),
+            )
+        })
+        .collect();
+    assert_eq!(events, [("MODIFIED", "py-config", "v2"), ("DELETED", "py-config", "v2")], "{summary}");
+    assert_eq!(summary["watch_finished"], true, "{summary}");
+    assert_eq!(names("deployments_after_delete"), Vec::<String>::new(), "{summary}");
+}
