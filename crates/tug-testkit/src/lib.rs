@@ -6,8 +6,10 @@
 //! sleep — [`wait_for`] polls a condition with a deadline and says what it last saw.
 
 mod etcd;
+pub mod server;
 
 pub use etcd::{Etcd, etcd_binary};
+pub use server::TugServer;
 
 use std::net::TcpListener;
 use std::time::{Duration, Instant};

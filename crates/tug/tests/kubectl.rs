@@ -13,15 +13,14 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use tug_testkit::{free_port, wait_for};
+use tug_testkit::wait_for;
 
 /// How long the server may take to answer `/readyz` after it was started.
 const STARTUP_DEADLINE: Duration = Duration::from_secs(20);
 
-/// A `tug server` child process, killed by PID when dropped (also on panic).
+/// A `tug server` (killed when dropped) and this test's own kubectl discovery cache.
 struct TugServer {
-    child: Child,
-    data_dir: tempfile::TempDir,
+    process: tug_testkit::TugServer,
     cache_dir: tempfile::TempDir,
 }
 
@@ -61,41 +60,21 @@ fn require_kubectl() {
 }
 
 impl TugServer {
-    /// Starts `tug server` and waits until kubectl gets `ok` from `/readyz`. Retries on another
-    /// port if the free port was taken in the meantime.
+    /// Starts `tug server` and waits until kubectl gets `ok` from `/readyz`.
     fn start() -> TugServer {
         require_kubectl();
-        for _ in 0..3 {
-            let mut server = Self::spawn(free_port());
-            match server.wait_until_ready() {
-                Ok(()) => return server,
-                Err(_) if server.log().contains("Address already in use") => continue,
-                Err(seen) => panic!("tug server did not become ready: {seen}\n--- server log\n{}", server.log()),
-            }
+        let process = tug_testkit::TugServer::start(Path::new(env!("CARGO_BIN_EXE_tug")));
+        let mut server = TugServer { process, cache_dir: tempfile::tempdir().expect("temporary kubectl cache dir") };
+        if let Err(seen) = server.wait_until_ready() {
+            panic!("tug server did not become ready: {seen}\n--- server log\n{}", server.log());
         }
-        panic!("tug server could not bind a free port in 3 attempts");
-    }
-
-    fn spawn(port: u16) -> TugServer {
-        let data_dir = tempfile::tempdir().expect("temporary data dir");
-        let cache_dir = tempfile::tempdir().expect("temporary kubectl cache dir");
-        let log = std::fs::File::create(data_dir.path().join("server.log")).expect("server log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_tug"))
-            .args(["server", "--data-dir"])
-            .arg(data_dir.path())
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start tug server");
-        TugServer { child, data_dir, cache_dir }
+        server
     }
 
     fn wait_until_ready(&mut self) -> Result<(), String> {
         let mut exited = None;
         let result = wait_for("kubectl get --raw /readyz to answer ok", STARTUP_DEADLINE, || {
-            if let Ok(Some(status)) = self.child.try_wait() {
+            if let Some(status) = self.process.exited() {
                 exited = Some(status);
                 return Ok(());
             }
@@ -109,11 +88,11 @@ impl TugServer {
     }
 
     fn log(&self) -> String {
-        std::fs::read_to_string(self.data_dir.path().join("server.log")).unwrap_or_default()
+        self.process.log()
     }
 
     fn kubeconfig(&self) -> PathBuf {
-        self.data_dir.path().join("kubeconfig.yaml")
+        self.process.kubeconfig()
     }
 
     /// A kubectl command bound to this server and to this test's own discovery cache.
@@ -136,16 +115,7 @@ impl TugServer {
     }
 
     fn log_tail(&self) -> String {
-        let log = self.log();
-        let lines: Vec<&str> = log.lines().collect();
-        lines[lines.len().saturating_sub(20)..].join("\n")
-    }
-}
-
-impl Drop for TugServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.process.log_tail(20)
     }
 }
 

@@ -3,85 +3,11 @@
 //! patch and a delete, and cleanup. The script is `tests/python/client_scenario.py`; it prints a
 //! JSON summary that this test asserts on.
 
-use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use tug_testkit::{free_port, wait_for};
-
-/// A `tug server` child process, killed by PID when dropped (also on panic).
-struct TugServer {
-    child: Child,
-    data_dir: tempfile::TempDir,
-    port: u16,
-}
-
-impl TugServer {
-    /// Starts the server and waits for its kubeconfig and a TCP connect. The listener is bound
-    /// before bootstrap ends, but connections wait in the backlog until requests are served.
-    fn start() -> TugServer {
-        for _ in 0..3 {
-            let mut server = Self::spawn(free_port());
-            match server.wait_until_listening() {
-                Ok(()) => return server,
-                Err(_) if server.log().contains("Address already in use") => continue,
-                Err(seen) => panic!("tug server did not start: {seen}\n--- server log\n{}", server.log()),
-            }
-        }
-        panic!("tug server could not bind a free port in 3 attempts");
-    }
-
-    fn spawn(port: u16) -> TugServer {
-        let data_dir = tempfile::tempdir().expect("temporary data dir");
-        let log = std::fs::File::create(data_dir.path().join("server.log")).expect("server log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_tug"))
-            .args(["server", "--data-dir"])
-            .arg(data_dir.path())
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start tug server");
-        TugServer { child, data_dir, port }
-    }
-
-    fn wait_until_listening(&mut self) -> Result<(), String> {
-        let mut exited = None;
-        let kubeconfig = self.kubeconfig();
-        let port = self.port;
-        let result = wait_for("the kubeconfig and a TCP connect", Duration::from_secs(20), || {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                exited = Some(status);
-                return Ok(());
-            }
-            if !kubeconfig.exists() {
-                return Err(format!("no {}", kubeconfig.display()));
-            }
-            TcpStream::connect(("127.0.0.1", port)).map(drop).map_err(|e| format!("connect to port {port}: {e}"))
-        });
-        match exited {
-            Some(status) => Err(format!("tug server exited early with {status}")),
-            None => result,
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.data_dir.path().join("server.log")).unwrap_or_default()
-    }
-
-    fn kubeconfig(&self) -> PathBuf {
-        self.data_dir.path().join("kubeconfig.yaml")
-    }
-}
-
-impl Drop for TugServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use tug_testkit::{TugServer, wait_for};
 
 /// Fails with advice when Python or its `kubernetes` package is missing; never skips silently.
 fn require_python_client() {
@@ -133,7 +59,7 @@ fn run_script(script: &Path, args: &[&Path], deadline: Duration) -> ScriptRun {
 #[test]
 fn the_official_python_client_lists_creates_watches_and_deletes() {
     require_python_client();
-    let server = TugServer::start();
+    let server = TugServer::start(Path::new(env!("CARGO_BIN_EXE_tug")));
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/client_scenario.py");
     let run = run_script(&script, &[&server.kubeconfig(), Path::new("pyns")], Duration::from_secs(45));
     let context = format!("--- stdout\n{}--- stderr\n{}--- server log\n{}", run.stdout, run.stderr, server.log());

@@ -1,0 +1,107 @@
+//! A `tug server` child process for tests that drive it from outside (kubectl, client
+//! libraries): a temporary data dir, a free port, killed by PID when dropped (also on panic).
+
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::{free_port, wait_for};
+
+/// How long the server may take to listen after it was started.
+pub const STARTUP_DEADLINE: Duration = Duration::from_secs(20);
+
+#[derive(Debug)]
+pub struct TugServer {
+    child: Child,
+    data_dir: tempfile::TempDir,
+    port: u16,
+}
+
+impl TugServer {
+    /// Starts `binary server` and waits for its kubeconfig and a TCP connect (connections made
+    /// before bootstrap ends wait in the listen backlog). Retries on another port if the free
+    /// port was taken in the meantime.
+    pub fn start(binary: &Path) -> TugServer {
+        for _ in 0..3 {
+            let mut server = Self::spawn(binary, free_port());
+            match server.wait_until_listening() {
+                Ok(()) => return server,
+                Err(_) if server.log().contains("Address already in use") => continue,
+                Err(seen) => panic!("tug server did not start: {seen}\n--- server log\n{}", server.log()),
+            }
+        }
+        panic!("tug server could not bind a free port in 3 attempts");
+    }
+
+    fn spawn(binary: &Path, port: u16) -> TugServer {
+        let data_dir = tempfile::tempdir().expect("temporary data dir");
+        let log = std::fs::File::create(data_dir.path().join("server.log")).expect("server log file");
+        let child = Command::new(binary)
+            .args(["server", "--data-dir"])
+            .arg(data_dir.path())
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start tug server");
+        TugServer { child, data_dir, port }
+    }
+
+    fn wait_until_listening(&mut self) -> Result<(), String> {
+        let mut exited = None;
+        let kubeconfig = self.kubeconfig();
+        let port = self.port;
+        let result = wait_for("the kubeconfig and a TCP connect", STARTUP_DEADLINE, || {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                exited = Some(status);
+                return Ok(());
+            }
+            if !kubeconfig.exists() {
+                return Err(format!("no {}", kubeconfig.display()));
+            }
+            TcpStream::connect(("127.0.0.1", port)).map(drop).map_err(|e| format!("connect to port {port}: {e}"))
+        });
+        match exited {
+            Some(status) => Err(format!("tug server exited early with {status}")),
+            None => result,
+        }
+    }
+
+    /// Whether the process has exited (and how), without waiting.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        self.data_dir.path()
+    }
+
+    pub fn kubeconfig(&self) -> PathBuf {
+        self.data_dir.path().join("kubeconfig.yaml")
+    }
+
+    /// Everything the server printed so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.data_dir.path().join("server.log")).unwrap_or_default()
+    }
+
+    /// The last lines of the log, for failure messages.
+    pub fn log_tail(&self, lines: usize) -> String {
+        let log = self.log();
+        let all: Vec<&str> = log.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+}
+
+impl Drop for TugServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
