@@ -198,6 +198,53 @@ pub struct CacheWatch {
     pub start_revision: Revision,
 }
 
+/// Applies the store's watch until shutdown (or until the cache is dropped), reloading if the
+/// watch is lost. Holds the cache only weakly, so stopping the server releases the store.
+async fn follow(
+    cache: std::sync::Weak<WatchCache>,
+    store: Arc<dyn Store>,
+    mut after: Revision,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        match store.watch("/registry/", after).await {
+            Ok(mut stream) => loop {
+                let item = tokio::select! {
+                    _ = shutdown.changed() => return,
+                    item = stream.recv() => item,
+                };
+                let Some(item) = item else { break };
+                let Some(cache) = cache.upgrade() else { return };
+                match item {
+                    Ok(event) => {
+                        after = event.revision();
+                        cache.apply(event);
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "watch cache: store watch ended");
+                        break;
+                    }
+                }
+            },
+            Err(e) => tracing::warn!(error = %e, "watch cache: cannot watch the store"),
+        }
+        // Back off briefly, then resume where we were if history allows, else reload everything.
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+        }
+        let Some(cache) = cache.upgrade() else { return };
+        if let Ok(compacted) = store.compacted_revision().await
+            && compacted >= after
+        {
+            match cache.load().await {
+                Ok(rev) => after = rev,
+                Err(e) => tracing::warn!(error = %e, "watch cache: reload failed"),
+            }
+        }
+    }
+}
+
 /// The cache. Cheap to share: wrap in an `Arc`.
 pub struct WatchCache {
     state: RwLock<State>,
@@ -213,13 +260,14 @@ impl std::fmt::Debug for WatchCache {
 
 impl WatchCache {
     /// Loads every object and starts following the store. Returns once the cache is filled.
-    pub async fn start(store: Arc<dyn Store>) -> Result<Arc<Self>, tug_store::Error> {
+    /// The feeding task ends when `shutdown` turns true, releasing the store.
+    pub async fn start(store: Arc<dyn Store>, shutdown: watch::Receiver<bool>) -> Result<Arc<Self>, tug_store::Error> {
         let state = State { revision: 0, shards: HashMap::new(), history: VecDeque::new(), history_start: 0 };
         let cache =
             Arc::new(WatchCache { state: RwLock::new(state), revision: watch::channel(0).0, store: store.clone() });
         let revision = cache.load().await?;
-        let feeder = cache.clone();
-        tokio::spawn(async move { feeder.follow(revision).await });
+        let feeder = Arc::downgrade(&cache);
+        tokio::spawn(follow(feeder, store, revision, shutdown));
         Ok(cache)
     }
 
@@ -249,39 +297,6 @@ impl WatchCache {
         drop(state);
         self.revision.send_replace(list.revision);
         Ok(list.revision)
-    }
-
-    /// Applies the store's watch for ever, reloading if the watch is lost.
-    async fn follow(self: Arc<Self>, mut after: Revision) {
-        loop {
-            match self.store.watch("/registry/", after).await {
-                Ok(mut stream) => {
-                    while let Some(item) = stream.recv().await {
-                        match item {
-                            Ok(event) => {
-                                after = event.revision();
-                                self.apply(event);
-                            }
-                            Err(e) => {
-                                tracing::warn!(error = %e, "watch cache: store watch ended");
-                                break;
-                            }
-                        }
-                    }
-                }
-                Err(e) => tracing::warn!(error = %e, "watch cache: cannot watch the store"),
-            }
-            // Resume where we were if history allows, else reload everything.
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            if let Ok(compacted) = self.store.compacted_revision().await
-                && compacted >= after
-            {
-                match self.load().await {
-                    Ok(rev) => after = rev,
-                    Err(e) => tracing::warn!(error = %e, "watch cache: reload failed"),
-                }
-            }
-        }
     }
 
     fn apply(&self, event: tug_store::WatchEvent) {

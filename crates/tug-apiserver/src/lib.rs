@@ -91,7 +91,7 @@ impl Api {
         tokens: HashMap<String, User>,
         shutdown: tokio_watch::Receiver<bool>,
     ) -> Result<Arc<Api>, tug_store::Error> {
-        let cache = WatchCache::start(store.clone()).await?;
+        let cache = WatchCache::start(store.clone(), shutdown.clone()).await?;
         Ok(Arc::new(Api {
             store,
             cache,
@@ -155,7 +155,7 @@ impl Api {
                 get_only(method)?;
                 let text_body = self.metrics.render(&self.cache.counts());
                 Ok(Response::builder()
-                    .header(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")
+                    .header(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")
                     .body(Body::from(text_body))
                     .expect("valid response"))
             }

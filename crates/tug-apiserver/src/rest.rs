@@ -145,6 +145,25 @@ fn normalize(
     }
 }
 
+/// A Secret's `stringData` is write-only convenience: folded into base64 `data` (winning over
+/// the same key there) and never stored, as in Kubernetes.
+fn fold_string_data(rt: &ResourceType, obj: &mut Value) {
+    if rt.kind != "Secret" {
+        return;
+    }
+    let Some(map) = obj.as_object_mut() else { return };
+    let Some(Value::Object(strings)) = map.remove("stringData") else { return };
+    let data = map.entry("data").or_insert_with(|| json!({}));
+    if !data.is_object() {
+        *data = json!({});
+    }
+    for (k, v) in strings {
+        if let Some(text) = v.as_str() {
+            data[k.as_str()] = json!(crate::pki::base64(text.as_bytes()));
+        }
+    }
+}
+
 fn invalid(rt: &ResourceType, name: &str, causes: Vec<tug_core::status::Cause>) -> ApiError {
     ApiError::invalid(rt.group, rt.kind, name, causes)
 }
@@ -305,6 +324,7 @@ impl Api {
         let rt = req.rt;
         check_type(rt, &mut obj)?;
         let mut obj = normalize(rt, obj, q.field_validation, &mut reply.warnings)?;
+        fold_string_data(rt, &mut obj);
         prepare_create(rt, req.namespace.as_deref(), &mut obj)?;
         let name = object::name(&obj).to_string();
         if name.is_empty() {
@@ -436,9 +456,28 @@ impl Api {
                 merged
             }
         };
+        fold_string_data(rt, &mut new);
         defaults::apply_defaults(rt, &mut new);
         if rt.kind == "Service" {
             crate::alloc::keep_allocations(&old, &mut new);
+        }
+        // Once deletion started, finalizers may only be removed (Kubernetes' rule).
+        if object::is_deleting(&old) {
+            let before = object::finalizers(&old);
+            let added: Vec<String> = object::finalizers(&new).into_iter().filter(|f| !before.contains(f)).collect();
+            if !added.is_empty() {
+                return Err(invalid(
+                    rt,
+                    &name,
+                    vec![tug_core::status::Cause {
+                        reason: "FieldValueForbidden",
+                        field: "metadata.finalizers".into(),
+                        message: format!(
+                            "Forbidden: no new finalizers can be added if the object is being deleted, found new finalizers {added:?}"
+                        ),
+                    }],
+                ));
+            }
         }
         // generation counts changes of everything but metadata and status.
         if let Some(generation) = old.pointer("/metadata/generation").and_then(Value::as_i64)
