@@ -950,3 +950,53 @@ async fn a_restart_keeps_every_object() {
     assert!(rv_after >= rv_before, "resourceVersion went back from {rv_before} to {rv_after}");
     server.stop().await;
 }
+
+/// The API works the same over etcd (the HA datastore): create, list, watch, and a restart of
+/// the server that keeps every object, against a real etcd.
+#[tokio::test]
+async fn an_etcd_backed_server_serves_and_keeps_objects() {
+    let etcd = tokio::task::spawn_blocking(tug_testkit::Etcd::start).await.expect("etcd starts");
+    let datastore = tug_store::Datastore::parse(&format!("etcd://{}", etcd.host_port()), Path::new("/unused"))
+        .expect("etcd datastore spec");
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let start = |datastore: tug_store::Datastore| {
+        let data_dir = dir.path().to_path_buf();
+        async move {
+            let server = tug_apiserver::server::start(ServerConfig {
+                data_dir,
+                listen: "127.0.0.1:0".parse().expect("address"),
+                datastore,
+                compaction: tug_store::CompactionPolicy::default(),
+            })
+            .await
+            .expect("the server starts on etcd");
+            let kubeconfig = kube::config::Kubeconfig::read_from(&server.kubeconfig).expect("kubeconfig parses");
+            let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await.expect("config");
+            (server, Client::try_from(config).expect("kube client"))
+        }
+    };
+    let (server, client) = start(datastore.clone()).await;
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    cms.create(&PostParams::default(), &configmap("on-etcd", json!({"v": "1"}))).await.unwrap();
+    let rv = cms.list(&ListParams::default()).await.unwrap().metadata.resource_version.unwrap();
+    let mut stream = cms.watch(&WatchParams::default().timeout(30), &rv).await.unwrap().boxed();
+    cms.patch("on-etcd", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"labels": {"v": "2"}}})))
+        .await
+        .unwrap();
+    assert_eq!(describe(&next_event(&mut stream).await), event("MODIFIED", "on-etcd", "2"));
+    let uid = cms.get("on-etcd").await.unwrap().uid();
+    server.stop().await;
+
+    let (server, client) = start(datastore).await;
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    let kept = cms.get("on-etcd").await.expect("the object survives a restart");
+    assert_eq!((kept.uid(), kept.labels().get("v").cloned()), (uid, Some("2".to_string())));
+    let namespaces: Api<Namespace> = Api::all(client);
+    let names: Vec<String> =
+        namespaces.list(&ListParams::default()).await.unwrap().iter().map(|n| n.name_any()).collect();
+    for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+        assert!(names.contains(&ns.to_string()), "{ns} missing from {names:?}");
+    }
+    server.stop().await;
+    drop(etcd);
+}
