@@ -74,6 +74,8 @@ pub struct Api {
     pub services: ServiceAllocator,
     pub metrics: Metrics,
     tokens: HashMap<String, User>,
+    /// The cluster CA certificate, published in every namespace as ConfigMap `kube-root-ca.crt`.
+    pub root_ca_pem: String,
     /// Flips to true when the server stops; open watches end.
     pub shutdown: tokio_watch::Receiver<bool>,
 }
@@ -89,6 +91,7 @@ impl Api {
     pub async fn new(
         store: Arc<dyn Store>,
         tokens: HashMap<String, User>,
+        root_ca_pem: String,
         shutdown: tokio_watch::Receiver<bool>,
     ) -> Result<Arc<Api>, tug_store::Error> {
         let cache = WatchCache::start(store.clone(), shutdown.clone()).await?;
@@ -99,6 +102,7 @@ impl Api {
             services: ServiceAllocator::default(),
             metrics: Metrics::default(),
             tokens,
+            root_ca_pem,
             shutdown,
         }))
     }
@@ -215,7 +219,7 @@ impl Api {
             Route::Resource(req) => {
                 let q = Query::parse(query)?;
                 let render = if accept.contains("as=Table") {
-                    Render::Table { include: Include::parse(q.include_object.as_deref()) }
+                    Render::Table { include: tables::include_from_query(q.include_object.as_deref()) }
                 } else {
                     Render::Object
                 };

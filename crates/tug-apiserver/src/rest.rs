@@ -343,6 +343,9 @@ impl Api {
             check_namespace_open(self, ns).await?;
         }
         defaults::apply_defaults(rt, &mut obj);
+        if rt.kind == "Pod" {
+            default_service_account(&mut obj);
+        }
         if rt.kind == "Service" {
             self.services.allocate(&self.cache, &mut obj).map_err(|m| {
                 invalid(
@@ -365,6 +368,9 @@ impl Api {
         match self.store.create(&key, encode_for_storage(rt, &obj), ttl_for(rt)).await {
             Ok(rev) => {
                 object::set_resource_version(&mut obj, rev);
+                if rt.kind == "Namespace" {
+                    self.populate_namespace(&name).await;
+                }
                 Ok(obj)
             }
             Err(e) => {
@@ -1046,6 +1052,51 @@ impl Api {
         let options = eviction.get("deleteOptions").cloned().unwrap_or(json!({}));
         self.delete(req, q, &options).await.map(|_| ())
     }
+}
+
+impl Api {
+    /// What every namespace holds from its creation: the `default` ServiceAccount and the
+    /// `kube-root-ca.crt` ConfigMap (Kubernetes' service-account and root-CA publisher
+    /// controllers create them moments later; here they exist as soon as the namespace does).
+    async fn populate_namespace(&self, ns: &str) {
+        let objects = [
+            ("v1", "ServiceAccount", json!({"metadata": {"name": "default"}})),
+            (
+                "v1",
+                "ConfigMap",
+                json!({
+                    "metadata": {"name": "kube-root-ca.crt", "annotations": {"kubernetes.io/description": "Contains a CA bundle that can be used to verify the kube-apiserver when using internal endpoints such as the internal service IP or kubernetes.default.svc. No other usage is guaranteed across distributions of Kubernetes clusters."}},
+                    "data": {"ca.crt": self.root_ca_pem},
+                }),
+            ),
+        ];
+        for (api_version, kind, obj) in objects {
+            let req = ResourceRequest {
+                rt: registry::by_kind(api_version, kind).expect("registered kind"),
+                namespace: Some(ns.to_string()),
+                name: None,
+                subresource: None,
+                watch_path: false,
+            };
+            match Box::pin(self.create(&req, &Query::default(), obj, &mut Reply::default())).await {
+                Ok(_) => {}
+                Err(e) if e.code == 409 => {}
+                Err(e) => tracing::warn!(namespace = ns, kind, error = %e, "cannot populate the namespace"),
+            }
+        }
+    }
+}
+
+/// Pods run as the namespace's `default` ServiceAccount unless they name one (Kubernetes'
+/// ServiceAccount admission).
+fn default_service_account(pod: &mut Value) {
+    let Some(spec) = pod.get_mut("spec").and_then(Value::as_object_mut) else { return };
+    let name = match spec.get("serviceAccountName").and_then(Value::as_str).filter(|s| !s.is_empty()) {
+        Some(n) => n.to_string(),
+        None => "default".to_string(),
+    };
+    spec.insert("serviceAccountName".into(), json!(name));
+    spec.insert("serviceAccount".into(), json!(name));
 }
 
 /// The Scale object of a workload.

@@ -137,7 +137,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
         User { name: "system:node".into(), groups: vec!["system:nodes".into(), "system:authenticated".into()] },
     );
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let api = Api::new(store, tokens, shutdown_rx.clone()).await?;
+    let api = Api::new(store, tokens, pki.ca_cert_pem.clone(), shutdown_rx.clone()).await?;
     bootstrap::ensure_defaults(&api, addr).await;
     bootstrap::spawn_namespace_finalizer(api.clone());
 

@@ -379,12 +379,13 @@ async fn label_selectors_select() {
     let cases: &[(&str, &[&str])] = &[
         ("app=web", &["a", "b"]),
         ("app==web", &["a", "b"]),
-        ("app!=web", &["c", "d"]),
+        // Every namespace also holds the unlabelled `kube-root-ca.crt`, as on Kubernetes.
+        ("app!=web", &["c", "d", "kube-root-ca.crt"]),
         ("app=web,tier=back", &["b"]),
         ("tier in (front,back)", &["a", "b"]),
-        ("app notin (web)", &["c", "d"]),
+        ("app notin (web)", &["c", "d", "kube-root-ca.crt"]),
         ("tier", &["a", "b"]),
-        ("!tier", &["c", "d"]),
+        ("!tier", &["c", "d", "kube-root-ca.crt"]),
         ("app in (web,db),!tier", &["c"]),
         ("app=nothing", &[]),
     ];
@@ -999,4 +1000,23 @@ async fn an_etcd_backed_server_serves_and_keeps_objects() {
     }
     server.stop().await;
     drop(etcd);
+}
+
+/// A new namespace holds the `default` ServiceAccount and the `kube-root-ca.crt` ConfigMap with
+/// the cluster CA, and pods run as `default` unless they name another account.
+#[tokio::test]
+async fn namespaces_come_with_a_service_account_and_the_root_ca() {
+    let c = Cluster::start().await;
+    let namespaces = c.cluster_api::<Namespace>();
+    namespaces.create(&PostParams::default(), &from_json(json!({"metadata": {"name": "fresh"}}))).await.unwrap();
+    let accounts: Api<k8s_openapi::api::core::v1::ServiceAccount> = Api::namespaced(c.client.clone(), "fresh");
+    accounts.get("default").await.expect("the default ServiceAccount exists");
+    let cms: Api<ConfigMap> = Api::namespaced(c.client.clone(), "fresh");
+    let root_ca = cms.get("kube-root-ca.crt").await.expect("kube-root-ca.crt exists");
+    let ca = root_ca.data.unwrap_or_default().remove("ca.crt").unwrap_or_default();
+    assert_eq!(ca, c.server.pki.ca_cert_pem);
+    let pods: Api<Pod> = Api::namespaced(c.client.clone(), "fresh");
+    let created = pods.create(&PostParams::default(), &pod("p", &[("c", "busybox")])).await.unwrap();
+    assert_eq!(created.spec.unwrap().service_account_name.as_deref(), Some("default"));
+    c.stop().await;
 }

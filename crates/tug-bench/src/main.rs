@@ -1,6 +1,7 @@
 //! Benchmarks. `cargo run --release -p tug-bench -- <name> [flags]`; each prints its progress on
 //! stderr and ends with ONE line of JSON holding its figures on stdout.
 
+mod api;
 mod store;
 
 use clap::{Parser, Subcommand};
@@ -16,6 +17,8 @@ struct Cli {
 enum Bench {
     /// The datastore: durable write rate and latency, watch delivery, large lists.
     Store(store::StoreArgs),
+    /// The API server over HTTPS: creates, gets, a large list, watch fan-out, memory.
+    Api(api::ApiArgs),
 }
 
 fn main() {
@@ -23,6 +26,7 @@ fn main() {
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
     let figures = match cli.bench {
         Bench::Store(args) => runtime.block_on(store::run(args)),
+        Bench::Api(args) => runtime.block_on(api::run(args)),
     };
     match figures {
         Ok(json) => println!("{json}"),
