@@ -163,6 +163,29 @@ pub struct CacheEvent {
     pub prev: Option<Arc<CachedObject>>,
 }
 
+/// A store change as a cache event. `cached_prev` is the object as the cache holds it, if it
+/// does; otherwise the store's previous value is decoded.
+pub fn event_from_store(event: &tug_store::WatchEvent, cached_prev: Option<Arc<CachedObject>>) -> Option<CacheEvent> {
+    let revision = event.revision();
+    let key = &event.kv.key;
+    let prev = cached_prev.or_else(|| {
+        event.prev.as_ref().and_then(|p| CachedObject::decode(&p.key, &p.value, p.mod_revision).ok()).map(Arc::new)
+    });
+    let (kind, object) = match event.kind {
+        EventKind::Put => {
+            let obj = CachedObject::decode(key, &event.kv.value, revision).ok()?;
+            (if event.prev.is_some() { EventType::Modified } else { EventType::Added }, obj)
+        }
+        EventKind::Delete => {
+            let last = event.prev.as_ref()?;
+            let mut obj = serde_json::from_slice::<Value>(&last.value).ok()?;
+            object::set_resource_version(&mut obj, revision);
+            (EventType::Deleted, CachedObject::from_value(key, &obj, revision))
+        }
+    };
+    Some(CacheEvent { revision, storage: storage_of(key).to_string(), kind, object: Arc::new(object), prev })
+}
+
 struct Shard {
     objects: BTreeMap<String, Arc<CachedObject>>,
     events: broadcast::Sender<Arc<CacheEvent>>,
@@ -300,34 +323,21 @@ impl WatchCache {
     }
 
     fn apply(&self, event: tug_store::WatchEvent) {
-        let revision = event.revision();
-        let key = event.kv.key.clone();
-        let storage = storage_of(&key).to_string();
-        let prev = event.prev.as_ref().and_then(|p| CachedObject::decode(&p.key, &p.value, p.mod_revision).ok());
-        let (kind, object) = match event.kind {
-            EventKind::Put => {
-                let Ok(obj) = CachedObject::decode(&key, &event.kv.value, revision) else {
-                    tracing::warn!(%key, "watch cache: undecodable object ignored");
-                    return;
-                };
-                (if event.prev.is_some() { EventType::Modified } else { EventType::Added }, obj)
-            }
-            EventKind::Delete => {
-                let Some(last) = event.prev.as_ref() else { return };
-                let Ok(mut obj) = serde_json::from_slice::<Value>(&last.value) else { return };
-                object::set_resource_version(&mut obj, revision);
-                (EventType::Deleted, CachedObject::from_value(&key, &obj, revision))
-            }
+        // Only this task changes the cache, so the previous object read here is still current
+        // when the write lock is taken; decoding happens outside the lock.
+        let cached_prev = self.get(&event.kv.key);
+        let Some(event) = event_from_store(&event, cached_prev) else {
+            tracing::warn!(key = %event.kv.key, "watch cache: undecodable object ignored");
+            return;
         };
-        let object = Arc::new(object);
+        let event = Arc::new(event);
+        let revision = event.revision;
         let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
-        let shard = state.shards.entry(storage.clone()).or_insert_with(Shard::new);
-        let cached_prev = match kind {
-            EventType::Deleted => shard.objects.remove(&key),
-            _ => shard.objects.insert(key, object.clone()),
+        let shard = state.shards.entry(event.storage.clone()).or_insert_with(Shard::new);
+        match event.kind {
+            EventType::Deleted => shard.objects.remove(&event.object.key),
+            _ => shard.objects.insert(event.object.key.clone(), event.object.clone()),
         };
-        let prev = cached_prev.or(prev.map(Arc::new));
-        let event = Arc::new(CacheEvent { revision, storage, kind, object, prev });
         // No receivers is fine: nobody watches this resource.
         let _ = shard.events.send(event.clone());
         state.history.push_back(event);
@@ -339,6 +349,11 @@ impl WatchCache {
         state.revision = revision;
         drop(state);
         self.revision.send_replace(revision);
+    }
+
+    /// The store the cache follows (for watches that must replay older history from it).
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
     }
 
     pub fn revision(&self) -> Revision {
@@ -414,6 +429,15 @@ impl WatchCache {
         let start_revision = state.revision;
         let live = state.shards.entry(storage.to_string()).or_insert_with(Shard::new).events.subscribe();
         Ok(CacheWatch { backlog, live, start_revision })
+    }
+
+    /// Subscribes to one storage's live events only: what a watch that replays older history from
+    /// the store switches to once the replay reaches `start_revision`.
+    pub fn watch_live(&self, storage: &str) -> CacheWatch {
+        let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
+        let start_revision = state.revision;
+        let live = state.shards.entry(storage.to_string()).or_insert_with(Shard::new).events.subscribe();
+        CacheWatch { backlog: Vec::new(), live, start_revision }
     }
 
     /// Starts a watch on one storage "now", with synthetic ADDED events for every current

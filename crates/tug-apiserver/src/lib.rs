@@ -246,7 +246,7 @@ impl Api {
         let m = method.as_str();
         match (m, has_name, sub) {
             ("GET", _, None) if q.watch || req.watch_path => {
-                let stream = self.watch(&req, &q, render)?;
+                let stream = self.watch(&req, &q, render).await?;
                 Ok(Response::builder()
                     .header(header::CONTENT_TYPE, "application/json")
                     .header(header::CACHE_CONTROL, "no-cache, private")

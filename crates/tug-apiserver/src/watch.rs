@@ -14,7 +14,7 @@ use tug_core::registry::ResourceType;
 use tug_core::status::ApiError;
 use tug_store::Revision;
 
-use crate::cache::{CacheEvent, CachedObject, EventType, WatchStartError};
+use crate::cache::{CacheEvent, CachedObject, EventType, WatchStartError, event_from_store, storage_of};
 use crate::request::{Query, ResourceRequest};
 use crate::{Api, Render, rest};
 
@@ -27,7 +27,12 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1800);
 pub type WatchBody = futures::stream::BoxStream<'static, Result<Bytes, Infallible>>;
 
 impl Api {
-    pub fn watch(self: &Arc<Self>, req: &ResourceRequest, q: &Query, render: Render) -> Result<WatchBody, ApiError> {
+    pub async fn watch(
+        self: &Arc<Self>,
+        req: &ResourceRequest,
+        q: &Query,
+        render: Render,
+    ) -> Result<WatchBody, ApiError> {
         let rt = req.rt;
         let mut q = q.clone();
         // GET …/pods/<name>?watch=1 and /watch/…/pods/<name> watch one object.
@@ -41,16 +46,35 @@ impl Api {
         let filter = Api::list_filter(req, &q)?;
         let prefix = rt.prefix(req.namespace.as_deref());
         let matches = move |o: &CachedObject| o.key.starts_with(&prefix) && filter(o);
-        let start = match q.resource_version.as_deref() {
-            None | Some("0") => self.cache.watch_with_state(rt.storage),
+        let (start, replay, mut last) = match q.resource_version.as_deref() {
+            None | Some("0") => {
+                let w = self.cache.watch_with_state(rt.storage);
+                let r = w.start_revision;
+                (w, None, r)
+            }
             Some(rv) => {
                 let after: Revision =
                     rv.parse().map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {rv:?}")))?;
-                self.cache.watch_from(rt.storage, after).map_err(|e| match e {
-                    WatchStartError::TooOld { requested, oldest } => {
-                        ApiError::gone(format!("too old resource version: {requested} ({oldest})"))
+                match self.cache.watch_from(rt.storage, after) {
+                    Ok(w) => {
+                        let r = w.start_revision;
+                        (w, None, r)
                     }
-                })?
+                    // Older than the cache's history (after a restart, say) but maybe still in
+                    // the store's: replay from the store up to the cache's revision, then follow
+                    // the cache, so the client resumes without a relist. Kubernetes answers 410.
+                    Err(WatchStartError::TooOld { requested, oldest }) => {
+                        let live = self.cache.watch_live(rt.storage);
+                        match self.cache.store().watch("/registry/", after).await {
+                            Ok(stream) => (live, Some(stream), after),
+                            Err(_) => {
+                                return Err(ApiError::gone(format!(
+                                    "too old resource version: {requested} ({oldest})"
+                                )));
+                            }
+                        }
+                    }
+                }
             }
         };
         let initial_events_end = q.send_initial_events;
@@ -63,7 +87,28 @@ impl Api {
         tokio::spawn(async move {
             let _open = OpenWatch(api.clone());
             let deadline = tokio::time::Instant::now() + timeout;
-            let mut last = start.start_revision;
+            if let Some(mut stream) = replay {
+                // Revisions are dense and every key is under /registry/, so the replay reaches
+                // the cache's start revision exactly.
+                while last < start.start_revision {
+                    let item = tokio::select! {
+                        _ = tx.closed() => return,
+                        _ = shutdown.changed() => return,
+                        item = stream.recv() => item,
+                    };
+                    let Some(Ok(store_event)) = item else { return };
+                    last = store_event.revision();
+                    if storage_of(&store_event.kv.key) != rt.storage {
+                        continue;
+                    }
+                    if let Some(event) = event_from_store(&store_event, None)
+                        && let Some(line) = encode(rt, &render, &event, &matches)
+                        && tx.send(line).await.is_err()
+                    {
+                        return;
+                    }
+                }
+            }
             for event in &start.backlog {
                 if let Some(line) = encode(rt, &render, event, &matches)
                     && tx.send(line).await.is_err()
