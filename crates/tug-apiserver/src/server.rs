@@ -116,6 +116,8 @@ fn tls_acceptor(pki: &Pki) -> Result<TlsAcceptor, StartError> {
 pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|source| StartError::Write { path: config.data_dir.clone(), source })?;
+    // The datastore first: a damaged or locked one is the error to report, not a busy port.
+    let store = tug_store::open(&config.datastore, config.compaction.clone()).await?;
     let listener =
         TcpListener::bind(config.listen).await.map_err(|source| StartError::Listen { addr: config.listen, source })?;
     let addr = listener.local_addr().map_err(|source| StartError::Listen { addr: config.listen, source })?;
@@ -126,7 +128,6 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
     crate::pki::write_file(&kubeconfig, pki.admin_kubeconfig(&url).as_bytes(), 0o600)
         .map_err(|e| StartError::Tls(e.to_string()))?;
 
-    let store = tug_store::open(&config.datastore, config.compaction.clone()).await?;
     let mut tokens = HashMap::new();
     tokens.insert(
         pki.admin_token.clone(),

@@ -74,6 +74,23 @@ impl TugServer {
         self.child.try_wait().ok().flatten()
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits (with a deadline) for the process to exit on its own.
+    pub fn wait_exit(&mut self, deadline: Duration) -> Option<std::process::ExitStatus> {
+        let mut status = None;
+        let _ = wait_for("tug server to exit", deadline, || match self.child.try_wait() {
+            Ok(Some(s)) => {
+                status = Some(s);
+                Ok(())
+            }
+            _ => Err("still running".to_string()),
+        });
+        status
+    }
+
     pub fn port(&self) -> u16 {
         self.port
     }

@@ -134,6 +134,8 @@ fn server(args: ServerArgs) -> ExitCode {
         compaction: tug_store::CompactionPolicy::default(),
     };
     runtime.block_on(async {
+        // Listen for SIGTERM/SIGINT before anything else, so a stop during start-up is a clean one.
+        let stop = stop_signal();
         let server = match tug_apiserver::server::start(config).await {
             Ok(s) => s,
             Err(e) => {
@@ -151,21 +153,25 @@ fn server(args: ServerArgs) -> ExitCode {
             tracing::warn!("the node agent is not part of this build yet; running the control plane only");
         }
         let _ = args.node_name;
-        wait_for_signal().await;
+        stop.await;
         eprintln!("tug server: stopping");
         server.stop().await;
         ExitCode::SUCCESS
     })
 }
 
-async fn wait_for_signal() {
+/// Resolves on SIGTERM or SIGINT. The handlers are installed when this is called, not when the
+/// future is first polled.
+fn stop_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
-        std::future::pending::<()>().await;
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+    let signals = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()));
+    async move {
+        let (Ok(mut term), Ok(mut int)) = signals else {
+            return std::future::pending::<()>().await;
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
     }
 }

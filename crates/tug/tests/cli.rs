@@ -1,5 +1,5 @@
 //! The `tug` command line as a user meets it: clear messages and non-zero exits for what is
-//! wrong or not built yet.
+//! wrong or not built yet, and a server that starts and stops cleanly.
 
 use std::process::Command;
 
@@ -18,19 +18,25 @@ fn an_unknown_datastore_is_rejected_with_the_accepted_forms() {
 }
 
 #[test]
-fn server_opens_its_datastore_and_says_what_is_missing() {
-    let dir = tempfile::tempdir().unwrap();
-    let (code, text) = tug(&["server", "--data-dir", dir.path().to_str().unwrap()]);
-    assert!(dir.path().join("state.db").exists(), "the datastore was created: {text}");
-    assert_eq!(code, 3, "{text}");
-    assert!(text.contains("API server is not implemented yet"), "{text}");
+fn server_serves_until_told_to_stop_and_exits_cleanly() {
+    let server = tug_testkit::TugServer::start(std::path::Path::new(env!("CARGO_BIN_EXE_tug")));
+    assert!(server.data_dir().join("state.db").exists(), "the datastore was created");
+    assert!(server.data_dir().join("node-token").exists(), "the node token was written");
+    let kubeconfig = std::fs::read_to_string(server.kubeconfig()).unwrap();
+    assert!(kubeconfig.contains(&format!("server: https://127.0.0.1:{}", server.port())), "{kubeconfig}");
+    let pid = server.pid().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let mut server = server;
+    let status = server.wait_exit(std::time::Duration::from_secs(20)).expect("tug server stops on SIGTERM");
+    assert_eq!(status.code(), Some(0), "{}", server.log());
+    assert!(server.log().contains("stopping"), "{}", server.log());
 }
 
 #[test]
 fn server_refuses_a_damaged_datastore_with_advice() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("state.db"), b"this is not sqlite, just bytes that look wrong......").unwrap();
-    let (code, text) = tug(&["server", "--data-dir", dir.path().to_str().unwrap()]);
+    let (code, text) = tug(&["server", "--data-dir", dir.path().to_str().unwrap(), "--listen", "127.0.0.1:0"]);
     assert_eq!(code, 1, "{text}");
     assert!(text.contains("not a SQLite database") && text.contains("state.db"), "{text}");
 }
