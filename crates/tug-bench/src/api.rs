@@ -12,16 +12,20 @@
 //!   the process, so this over-counts the server; rss_mb_baseline is the RSS before the server
 //!   started.
 //!
-//! Transport: kube-rs 5 speaks HTTP/1.1 only (its TLS connector offers no ALPN), so every request
-//! in flight holds its own TLS connection from the client's pool: 32 concurrent requests are 32
-//! keep-alive connections, and 1,000 watches are 1,000 connections. Kubernetes' Go clients would
-//! multiplex these over h2 instead.
+//! Transport: HTTPS with HTTP/2 (ALPN `h2`), as kubectl and client-go use it (see
+//! [`crate::h2client`]). The `--concurrency` tasks share `--connections` h2 connections
+//! round-robin, each connection multiplexing their requests as streams; the watchers share
+//! `--watch-connections` further connections (1,000 watches over 4 is 250 streams each, well
+//! under the server's 1,000 streams per connection), as informers of several clients would.
+//! Only list_10k_typed_ms still goes through kube-rs, which speaks HTTP/1.1 (no ALPN).
 
+use crate::h2client::{H2Client, Target};
 use crate::{percentile_ms, round2};
+use bytes::Bytes;
 use clap::Args;
-use futures::AsyncBufReadExt;
-use k8s_openapi::api::core::v1::{Namespace, Pod};
-use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use http::{Method, StatusCode};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::ListParams;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
 use serde_json::{Value, json};
@@ -35,8 +39,6 @@ use tug_apiserver::server::{RunningServer, ServerConfig};
 const BENCH_NS: &str = "bench";
 /// Namespace the watchers watch; it holds one pod so the list figure is not disturbed.
 const WATCH_NS: &str = "bench-watch";
-/// Separate kube clients (separate connection pools); the tasks share them round-robin.
-const CLIENTS: usize = 4;
 /// Runs of each list; the median is reported.
 const LIST_RUNS: usize = 5;
 /// How long a watcher waits for the event before the run fails.
@@ -50,12 +52,20 @@ pub struct ApiArgs {
     /// Concurrent requests in the create and get phases.
     #[arg(long, default_value_t = 32)]
     concurrency: usize,
+    /// HTTP/2 connections the create, get and list requests share. 1, 4 and 8 measured alike
+    /// (creates are CPU-bound here); 4 varied least between runs and keeps both runtime workers
+    /// busy with connection I/O.
+    #[arg(long, default_value_t = 4)]
+    connections: usize,
     /// GETs in the get phase.
     #[arg(long, default_value_t = 2_000)]
     gets: usize,
     /// Watches opened for the fan-out phase.
     #[arg(long, default_value_t = 1_000)]
     watchers: usize,
+    /// HTTP/2 connections the watches share.
+    #[arg(long, default_value_t = 4)]
+    watch_connections: usize,
     /// Where the server's data directory goes (default: a temporary directory).
     #[arg(long)]
     dir: Option<PathBuf>,
@@ -67,8 +77,8 @@ fn ctx<E: std::fmt::Display>(what: &'static str) -> impl Fn(E) -> String {
 }
 
 pub async fn run(args: ApiArgs) -> Result<String, String> {
-    if args.pods == 0 || args.concurrency == 0 {
-        return Err("--pods and --concurrency must be at least 1".into());
+    if args.pods == 0 || args.concurrency == 0 || args.connections == 0 || args.watch_connections == 0 {
+        return Err("--pods, --concurrency, --connections and --watch-connections must be at least 1".into());
     }
     let baseline_mb = rss_mb()?;
     let dir = tempfile::Builder::new()
@@ -91,43 +101,52 @@ pub async fn run(args: ApiArgs) -> Result<String, String> {
 }
 
 async fn measure(server: &RunningServer, args: &ApiArgs, baseline_mb: f64) -> Result<String, String> {
-    let mut clients = Vec::new();
-    for _ in 0..CLIENTS {
-        clients.push(connect(&server.kubeconfig).await?);
-    }
+    let target = Target {
+        url: server.url.clone(),
+        ca_pem: server.pki.ca_cert_pem.clone(),
+        token: server.pki.admin_token.clone(),
+    };
+    let client = Arc::new(H2Client::connect(&target, args.connections).await?);
     for ns in [BENCH_NS, WATCH_NS] {
-        create_namespace(&clients[0], ns).await?;
+        create_namespace(&client, ns).await?;
     }
-    warm_up(&clients, args.concurrency).await?;
+    warm_up(&client, args.concurrency).await?;
 
     let cpu_before = cpu_seconds()?;
-    let (creates_per_s, mut create_lat) = create_phase(&clients, args.pods, args.concurrency).await?;
+    let (creates_per_s, mut create_lat) = create_phase(&client, args.pods, args.concurrency).await?;
     let create_cpu_us = (cpu_seconds()? - cpu_before) * 1e6 / args.pods as f64;
     let (create_p50, create_p99) = (percentile_ms(&mut create_lat, 0.5), percentile_ms(&mut create_lat, 0.99));
     eprintln!(
-        "{} creates, {} concurrent: {creates_per_s:.0}/s, p50 {create_p50:.2} ms, p99 {create_p99:.2} ms; \
-         CPU {create_cpu_us:.0} µs per create (server and client), {:.0}% of the cores",
+        "{} creates, {} concurrent over {} h2 connections: {creates_per_s:.0}/s, p50 {create_p50:.2} ms, \
+         p99 {create_p99:.2} ms; CPU {create_cpu_us:.0} µs per create (server and client), {:.0}% of the cores",
         args.pods,
         args.concurrency,
+        client.connections(),
         create_cpu_us * creates_per_s / 1e6 / cores() * 100.0
     );
     let rss_10k = rss_mb()?;
     eprintln!("RSS with {} pods stored: {rss_10k:.1} MB (baseline {baseline_mb:.1} MB)", args.pods);
 
-    let mut get_lat = get_phase(&clients, args.pods, args.gets, args.concurrency).await?;
+    let mut get_lat = get_phase(&client, args.pods, args.gets, args.concurrency).await?;
     let (get_p50, get_p99) = (percentile_ms(&mut get_lat, 0.5), percentile_ms(&mut get_lat, 0.99));
     eprintln!("{} gets, {} concurrent: p50 {get_p50:.2} ms, p99 {get_p99:.2} ms", args.gets, args.concurrency);
-    let mut serial_get_lat = get_phase(&clients, args.pods, args.gets.min(500), 1).await?;
+    let mut serial_get_lat = get_phase(&client, args.pods, args.gets.min(500), 1).await?;
     eprintln!("gets one at a time: p99 {:.2} ms", percentile_ms(&mut serial_get_lat, 0.99));
 
-    let (list_raw, list_bytes) = list_raw_phase(&clients[0], args.pods).await?;
+    let (list_raw, list_bytes) = list_raw_phase(&client, args.pods).await?;
     eprintln!("list of {} pods, body only: {list_raw:.1} ms ({:.1} MB)", args.pods, list_bytes as f64 / 1e6);
-    let list_typed = list_typed_phase(&clients[0], args.pods).await?;
-    eprintln!("list of {} pods, decoded into Vec<Pod>: {list_typed:.1} ms", args.pods);
+    let list_typed = list_typed_phase(&server.kubeconfig, args.pods).await?;
+    eprintln!("list of {} pods, decoded into Vec<Pod> by kube-rs over HTTP/1.1: {list_typed:.1} ms", args.pods);
 
-    let (fanout_p50, fanout_p99) =
-        if args.watchers > 0 { watch_fanout_phase(&server.kubeconfig, args.watchers).await? } else { (0.0, 0.0) };
-    eprintln!("watch fan-out to {}: p50 {fanout_p50:.2} ms, p99 {fanout_p99:.2} ms", args.watchers);
+    let (fanout_p50, fanout_p99) = if args.watchers > 0 {
+        watch_fanout_phase(&client, &target, args.watchers, args.watch_connections).await?
+    } else {
+        (0.0, 0.0)
+    };
+    eprintln!(
+        "watch fan-out to {} over {} h2 connections: p50 {fanout_p50:.2} ms, p99 {fanout_p99:.2} ms",
+        args.watchers, args.watch_connections
+    );
     eprintln!("RSS at the end: {:.1} MB", rss_mb()?);
 
     let figures = json!({
@@ -145,33 +164,38 @@ async fn measure(server: &RunningServer, args: &ApiArgs, baseline_mb: f64) -> Re
         "rss_mb_baseline": round2(baseline_mb),
         "pods": args.pods,
         "concurrency": args.concurrency,
+        "connections": args.connections,
         "watchers": args.watchers,
-        "transport": "https http/1.1 (kube-rs)",
+        "watch_connections": args.watch_connections,
+        "transport": "h2",
+        "list_10k_typed_transport": "http/1.1 (kube-rs)",
         "store": "sqlite",
     });
     Ok(figures.to_string())
 }
 
-/// A kube client from the server's admin kubeconfig; each has its own connection pool.
-async fn connect(kubeconfig: &Path) -> Result<Client, String> {
-    let file = Kubeconfig::read_from(kubeconfig).map_err(ctx("reading the kubeconfig"))?;
-    let config =
-        Config::from_custom_kubeconfig(file, &KubeConfigOptions::default()).await.map_err(ctx("kubeconfig"))?;
-    Client::try_from(config).map_err(ctx("kube client"))
+/// The body of a response with the `want` status, else an error carrying the answer.
+fn expect_status(what: &str, (status, body): (StatusCode, Bytes), want: StatusCode) -> Result<Bytes, String> {
+    if status == want { Ok(body) } else { Err(format!("{what} answered {status}: {}", String::from_utf8_lossy(&body))) }
 }
 
-async fn create_namespace(client: &Client, name: &str) -> Result<(), String> {
-    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": name}})).map_err(ctx("namespace"))?;
-    Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await.map_err(ctx("create namespace"))?;
-    Ok(())
+async fn create_namespace(client: &H2Client, name: &str) -> Result<(), String> {
+    let body = serde_json::to_vec(&json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}))
+        .map_err(ctx("namespace JSON"))?;
+    let answer = client.send(Method::POST, "/api/v1/namespaces", body.into(), Some("application/json")).await?;
+    expect_status("create namespace", answer, StatusCode::CREATED).map(|_| ())
 }
 
-/// Opens the pools' connections (TLS handshakes) before anything is timed.
-async fn warm_up(clients: &[Client], concurrency: usize) -> Result<(), String> {
-    let tasks: Vec<_> = (0..concurrency)
-        .map(|t| {
-            let api = Api::<Namespace>::all(clients[t % clients.len()].clone());
-            tokio::spawn(async move { api.get(BENCH_NS).await.map(|_| ()).map_err(ctx("warm-up get")) })
+/// Sends a first request on every connection before anything is timed.
+async fn warm_up(client: &Arc<H2Client>, concurrency: usize) -> Result<(), String> {
+    let tasks: Vec<_> = (0..concurrency.max(client.connections()))
+        .map(|_| {
+            let client = Arc::clone(client);
+            tokio::spawn(async move {
+                let path = format!("/api/v1/namespaces/{BENCH_NS}");
+                let answer = client.send(Method::GET, &path, Bytes::new(), None).await?;
+                expect_status("warm-up get", answer, StatusCode::OK).map(|_| ())
+            })
         })
         .collect();
     join_all(tasks).await.map(|_| ())
@@ -227,14 +251,15 @@ fn pod(name: &str, index: usize) -> Result<Pod, String> {
     .map_err(ctx("pod"))
 }
 
-/// `concurrency` tasks create pods 0..pods between them; returns creates/s and each latency.
-async fn create_phase(clients: &[Client], pods: usize, concurrency: usize) -> Result<(f64, Vec<Duration>), String> {
+/// `concurrency` tasks create pods 0..pods between them; returns creates/s and each latency
+/// (the request alone: the pod's JSON is encoded before the clock starts).
+async fn create_phase(client: &Arc<H2Client>, pods: usize, concurrency: usize) -> Result<(f64, Vec<Duration>), String> {
     let next = Arc::new(AtomicUsize::new(0));
+    let path = format!("/api/v1/namespaces/{BENCH_NS}/pods");
     let start = Instant::now();
     let tasks: Vec<_> = (0..concurrency)
-        .map(|t| {
-            let api = Api::<Pod>::namespaced(clients[t % clients.len()].clone(), BENCH_NS);
-            let next = Arc::clone(&next);
+        .map(|_| {
+            let (client, next, path) = (Arc::clone(client), Arc::clone(&next), path.clone());
             tokio::spawn(async move {
                 let mut latencies = Vec::new();
                 loop {
@@ -242,10 +267,11 @@ async fn create_phase(clients: &[Client], pods: usize, concurrency: usize) -> Re
                     if i >= pods {
                         return Ok(latencies);
                     }
-                    let pod = pod(&pod_name(i), i)?;
+                    let body = serde_json::to_vec(&pod(&pod_name(i), i)?).map_err(ctx("pod JSON"))?;
                     let t = Instant::now();
-                    api.create(&PostParams::default(), &pod).await.map_err(ctx("create pod"))?;
+                    let answer = client.send(Method::POST, &path, body.into(), Some("application/json")).await?;
                     latencies.push(t.elapsed());
+                    expect_status("create pod", answer, StatusCode::CREATED)?;
                 }
             })
         })
@@ -255,12 +281,16 @@ async fn create_phase(clients: &[Client], pods: usize, concurrency: usize) -> Re
 }
 
 /// `concurrency` tasks GET `gets` pods spread over 0..pods; returns each latency.
-async fn get_phase(clients: &[Client], pods: usize, gets: usize, concurrency: usize) -> Result<Vec<Duration>, String> {
+async fn get_phase(
+    client: &Arc<H2Client>,
+    pods: usize,
+    gets: usize,
+    concurrency: usize,
+) -> Result<Vec<Duration>, String> {
     let next = Arc::new(AtomicUsize::new(0));
     let tasks: Vec<_> = (0..concurrency)
-        .map(|t| {
-            let api = Api::<Pod>::namespaced(clients[t % clients.len()].clone(), BENCH_NS);
-            let next = Arc::clone(&next);
+        .map(|_| {
+            let (client, next) = (Arc::clone(client), Arc::clone(&next));
             tokio::spawn(async move {
                 let mut latencies = Vec::new();
                 loop {
@@ -269,10 +299,11 @@ async fn get_phase(clients: &[Client], pods: usize, gets: usize, concurrency: us
                         return Ok(latencies);
                     }
                     // A stride coprime with most sizes spreads the reads over the whole set.
-                    let name = pod_name(i.wrapping_mul(7919) % pods);
+                    let path = format!("/api/v1/namespaces/{BENCH_NS}/pods/{}", pod_name(i.wrapping_mul(7919) % pods));
                     let t = Instant::now();
-                    api.get(&name).await.map_err(ctx("get pod"))?;
+                    let answer = client.send(Method::GET, &path, Bytes::new(), None).await?;
                     latencies.push(t.elapsed());
+                    expect_status("get pod", answer, StatusCode::OK)?;
                 }
             })
         })
@@ -281,22 +312,15 @@ async fn get_phase(clients: &[Client], pods: usize, gets: usize, concurrency: us
 }
 
 /// Median time to receive the whole body of an unpaginated pod list, and its size.
-async fn list_raw_phase(client: &Client, pods: usize) -> Result<(f64, usize), String> {
+async fn list_raw_phase(client: &H2Client, pods: usize) -> Result<(f64, usize), String> {
     let mut times = Vec::new();
     let mut size = 0;
     for _ in 0..LIST_RUNS {
-        let request = http::Request::get(format!("/api/v1/namespaces/{BENCH_NS}/pods"))
-            .header(http::header::ACCEPT, "application/json")
-            .body(kube::client::Body::empty())
-            .map_err(ctx("list request"))?;
         let t = Instant::now();
-        let response = client.send(request).await.map_err(ctx("list"))?;
-        let status = response.status();
-        let body = response.into_body().collect_bytes().await.map_err(ctx("list body"))?;
+        let answer =
+            client.send(Method::GET, &format!("/api/v1/namespaces/{BENCH_NS}/pods"), Bytes::new(), None).await?;
         times.push(t.elapsed());
-        if !status.is_success() {
-            return Err(format!("list answered {status}: {}", String::from_utf8_lossy(&body)));
-        }
+        let body = expect_status("list", answer, StatusCode::OK)?;
         // Counting items means decoding 10 MB of JSON: once is enough, then the size must match.
         if size == 0 {
             let items = count_items(&body)?;
@@ -316,9 +340,18 @@ fn count_items(list_body: &[u8]) -> Result<usize, String> {
     list["items"].as_array().map(Vec::len).ok_or_else(|| "list body has no items".to_string())
 }
 
-/// Median time of `Api::<Pod>::list` with default parameters: request, body and decoding.
-async fn list_typed_phase(client: &Client, pods: usize) -> Result<f64, String> {
-    let api = Api::<Pod>::namespaced(client.clone(), BENCH_NS);
+/// A kube-rs client from the server's admin kubeconfig.
+async fn kube_client(kubeconfig: &Path) -> Result<Client, String> {
+    let file = Kubeconfig::read_from(kubeconfig).map_err(ctx("reading the kubeconfig"))?;
+    let config =
+        Config::from_custom_kubeconfig(file, &KubeConfigOptions::default()).await.map_err(ctx("kubeconfig"))?;
+    Client::try_from(config).map_err(ctx("kube client"))
+}
+
+/// Median time of kube-rs `Api::<Pod>::list` with default parameters: request, body and
+/// decoding into `Vec<Pod>`, over kube-rs' own HTTP/1.1 transport.
+async fn list_typed_phase(kubeconfig: &Path, pods: usize) -> Result<f64, String> {
+    let api = Api::<Pod>::namespaced(kube_client(kubeconfig).await?, BENCH_NS);
     let mut times = Vec::new();
     for _ in 0..LIST_RUNS {
         let t = Instant::now();
@@ -331,32 +364,37 @@ async fn list_typed_phase(client: &Client, pods: usize) -> Result<f64, String> {
     Ok(percentile_ms(&mut times, 0.5))
 }
 
-/// Opens `watchers` watches on WATCH_NS from the current revision, patches a label on the one pod
-/// there, and returns the p50 and p99 of the time from just before the patch until each watcher
-/// has read the event's line.
-async fn watch_fanout_phase(kubeconfig: &Path, watchers: usize) -> Result<(f64, f64), String> {
-    let mut clients = Vec::new();
-    for _ in 0..CLIENTS {
-        clients.push(connect(kubeconfig).await?);
-    }
-    let pods = Api::<Pod>::namespaced(clients[0].clone(), WATCH_NS);
-    let target = pods.create(&PostParams::default(), &pod("fanout-target", 0)?).await.map_err(ctx("create target"))?;
-    let revision = target.metadata.resource_version.ok_or("created pod has no resourceVersion")?;
+/// Opens `watchers` watches on WATCH_NS from the current revision, spread over
+/// `watch_connections` h2 connections of their own; patches a label on the one pod there
+/// through `client`, and returns the p50 and p99 of the time from just before the patch until
+/// each watcher has read the event's line.
+async fn watch_fanout_phase(
+    client: &H2Client,
+    target: &Target,
+    watchers: usize,
+    watch_connections: usize,
+) -> Result<(f64, f64), String> {
+    let watch_client = Arc::new(H2Client::connect(target, watch_connections).await?);
+    let pods_path = format!("/api/v1/namespaces/{WATCH_NS}/pods");
+    let body = serde_json::to_vec(&pod("fanout-target", 0)?).map_err(ctx("pod JSON"))?;
+    let answer = client.send(Method::POST, &pods_path, body.into(), Some("application/json")).await?;
+    let created = expect_status("create target", answer, StatusCode::CREATED)?;
+    let revision = resource_version(&created)?;
+    let watch_path = format!("{pods_path}?watch=1&resourceVersion={revision}&timeoutSeconds=300");
 
     let (opened_tx, mut opened_rx) = tokio::sync::mpsc::channel::<Result<(), String>>(watchers);
     let (received_tx, mut received_rx) = tokio::sync::mpsc::channel::<Result<Instant, String>>(watchers);
-    // Watchers hold their connections until all have the event: a closing HTTP/1.1 watch costs
-    // the server work that would otherwise be counted against the watchers still waiting.
+    // Watchers hold their streams until all have the event, so no stream's teardown is counted
+    // against the watchers still waiting.
     let (release_tx, release_rx) = tokio::sync::watch::channel(false);
-    for w in 0..watchers {
-        let client = clients[w % clients.len()].clone();
-        let (opened, received, mut release, revision) =
-            (opened_tx.clone(), received_tx.clone(), release_rx.clone(), revision.clone());
+    for _ in 0..watchers {
+        let (client, path) = (Arc::clone(&watch_client), watch_path.clone());
+        let (opened, received, mut release) = (opened_tx.clone(), received_tx.clone(), release_rx.clone());
         tokio::spawn(async move {
-            let mut lines = match open_watch(&client, &revision).await {
+            let mut lines = match client.stream_lines(&path).await {
                 Ok(lines) => lines,
                 Err(e) => {
-                    let _ = opened.send(Err(e)).await;
+                    let _ = opened.send(Err(format!("open watch: {e}"))).await;
                     return;
                 }
             };
@@ -371,9 +409,12 @@ async fn watch_fanout_phase(kubeconfig: &Path, watchers: usize) -> Result<(f64, 
     }
     eprintln!("{watchers} watches open in {:.0} ms", opening.elapsed().as_secs_f64() * 1000.0);
 
-    let patch = json!({"metadata": {"labels": {"fanout": "go"}}});
+    let patch = Bytes::from_static(br#"{"metadata":{"labels":{"fanout":"go"}}}"#);
     let issued = Instant::now();
-    pods.patch("fanout-target", &PatchParams::default(), &Patch::Merge(&patch)).await.map_err(ctx("patch target"))?;
+    let answer = client
+        .send(Method::PATCH, &format!("{pods_path}/fanout-target"), patch, Some("application/merge-patch+json"))
+        .await?;
+    expect_status("patch target", answer, StatusCode::OK)?;
     let mut latencies = Vec::with_capacity(watchers);
     for _ in 0..watchers {
         let received = received_rx.recv().await.ok_or("a watcher vanished")??;
@@ -383,25 +424,22 @@ async fn watch_fanout_phase(kubeconfig: &Path, watchers: usize) -> Result<(f64, 
     Ok((percentile_ms(&mut latencies, 0.5), percentile_ms(&mut latencies, 0.99)))
 }
 
-/// A watch on WATCH_NS's pods from `revision`, as a stream of event lines.
-async fn open_watch(client: &Client, revision: &str) -> Result<impl futures::AsyncBufRead + Unpin + use<>, String> {
-    let request = http::Request::get(format!(
-        "/api/v1/namespaces/{WATCH_NS}/pods?watch=1&resourceVersion={revision}&timeoutSeconds=300"
-    ))
-    .body(Vec::new())
-    .map_err(ctx("watch request"))?;
-    client.request_stream(request).await.map_err(ctx("open watch"))
+/// `metadata.resourceVersion` of an object's JSON.
+fn resource_version(object: &[u8]) -> Result<String, String> {
+    let object: Value = serde_json::from_slice(object).map_err(ctx("object is not JSON"))?;
+    object["metadata"]["resourceVersion"]
+        .as_str()
+        .map(str::to_string)
+        .ok_or_else(|| "object has no metadata.resourceVersion".to_string())
 }
 
 /// Reads event lines until the patched pod's; returns when its line was read.
-async fn read_until_patched(lines: &mut (impl futures::AsyncBufRead + Unpin)) -> Result<Instant, String> {
-    let mut line = String::new();
+async fn read_until_patched(lines: &mut crate::h2client::Lines) -> Result<Instant, String> {
     let read = async {
         loop {
-            line.clear();
-            if lines.read_line(&mut line).await.map_err(ctx("watch read"))? == 0 {
+            let Some(line) = lines.next_line().await.map_err(ctx("watch read"))? else {
                 return Err("watch ended before the patch arrived".to_string());
-            }
+            };
             let received = Instant::now();
             if is_patched_event(&line) {
                 return Ok(received);
@@ -412,8 +450,8 @@ async fn read_until_patched(lines: &mut (impl futures::AsyncBufRead + Unpin)) ->
 }
 
 /// Whether a watch line is the MODIFIED event carrying the `fanout=go` label.
-fn is_patched_event(line: &str) -> bool {
-    let Ok(event) = serde_json::from_str::<Value>(line) else { return false };
+fn is_patched_event(line: &[u8]) -> bool {
+    let Ok(event) = serde_json::from_slice::<Value>(line) else { return false };
     event["type"] == "MODIFIED" && event["object"]["metadata"]["labels"]["fanout"] == "go"
 }
 
@@ -472,7 +510,7 @@ mod tests {
             ("not json", false),
         ];
         for (line, want) in cases {
-            assert_eq!(is_patched_event(line), want, "{line}");
+            assert_eq!(is_patched_event(line.as_bytes()), want, "{line}");
         }
     }
 

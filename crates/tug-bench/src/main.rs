@@ -2,6 +2,7 @@
 //! stderr and ends with ONE line of JSON holding its figures on stdout.
 
 mod api;
+mod h2client;
 mod store;
 
 use clap::{Parser, Subcommand};
