@@ -1,0 +1,1 @@
+//! Hollow nodes. TODO (issue 4): being written.

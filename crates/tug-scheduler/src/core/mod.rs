@@ -1,0 +1,1 @@
+//! The pure placement core. TODO (issue 4): being written.

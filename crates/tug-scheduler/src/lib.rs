@@ -1,0 +1,3 @@
+//! The scheduler. TODO (issue 4): being written.
+
+pub mod core;
