@@ -11,6 +11,7 @@ pub mod bootstrap;
 pub mod cache;
 pub mod discovery;
 mod errors;
+pub mod local;
 pub mod metrics;
 pub mod object;
 pub mod pki;

@@ -57,11 +57,19 @@ pub struct RunningServer {
     pub kubeconfig: PathBuf,
     pub api: Arc<Api>,
     pub pki: Pki,
+    /// Credential of the components running inside the server (never written to disk).
+    internal_token: String,
     shutdown: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl RunningServer {
+    /// The API as an in-process service for components inside the server; wrap it in a
+    /// `kube::Client` (`kube::Client::new(service, "default")`).
+    pub fn local_service(&self) -> crate::local::LocalService {
+        crate::local::LocalService::new(self.api.clone(), &self.internal_token)
+    }
+
     /// Stops accepting, ends open watches, and waits for the accept loop to finish.
     pub async fn stop(self) {
         let _ = self.shutdown.send(true);
@@ -137,6 +145,11 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
         pki.node_token.clone(),
         User { name: "system:node".into(), groups: vec!["system:nodes".into(), "system:authenticated".into()] },
     );
+    let internal_token = uuid::Uuid::new_v4().simple().to_string();
+    tokens.insert(
+        internal_token.clone(),
+        User { name: "system:tug-server".into(), groups: vec!["system:masters".into(), "system:authenticated".into()] },
+    );
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let api = Api::new(store, tokens, pki.ca_cert_pem.clone(), shutdown_rx.clone()).await?;
     bootstrap::ensure_defaults(&api, addr).await;
@@ -145,7 +158,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
     let acceptor = tls_acceptor(&pki)?;
     let task = tokio::spawn(accept_loop(listener, acceptor, api.clone(), shutdown_rx));
     tracing::info!(%url, kubeconfig = %kubeconfig.display(), "API server listening");
-    Ok(RunningServer { addr, url, kubeconfig, api, pki, shutdown: shutdown_tx, task })
+    Ok(RunningServer { addr, url, kubeconfig, api, pki, internal_token, shutdown: shutdown_tx, task })
 }
 
 async fn accept_loop(listener: TcpListener, acceptor: TlsAcceptor, api: Arc<Api>, mut shutdown: watch::Receiver<bool>) {

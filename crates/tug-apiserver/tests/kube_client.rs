@@ -1068,3 +1068,21 @@ async fn a_watch_from_compacted_history_is_gone() {
     assert_eq!(code, Some(410));
     server.stop().await;
 }
+
+/// Components inside `tug server` use a kube::Client over the in-process service: same API, no
+/// TCP or TLS, watches included.
+#[tokio::test]
+async fn an_in_process_client_speaks_the_same_api() {
+    let c = Cluster::start().await;
+    let local = Client::new(c.server.local_service(), "default");
+    let cms: Api<ConfigMap> = Api::namespaced(local, "default");
+    cms.create(&PostParams::default(), &configmap("inproc", json!({"v": "1"}))).await.unwrap();
+    let rv = cms.list(&ListParams::default()).await.unwrap().metadata.resource_version.unwrap();
+    let mut stream = cms.watch(&WatchParams::default().timeout(30), &rv).await.unwrap().boxed();
+    c.api::<ConfigMap>()
+        .patch("inproc", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"labels": {"v": "2"}}})))
+        .await
+        .unwrap();
+    assert_eq!(describe(&next_event(&mut stream).await), event("MODIFIED", "inproc", "2"));
+    c.stop().await;
+}
