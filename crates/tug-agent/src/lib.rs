@@ -1,3 +1,4 @@
-//! The node agent. Today: hollow nodes (`sim`). TODO (issue 4): being written.
+//! The node agent. Today: hollow nodes (`sim`, for `tug sim`): Node objects, leases and pod
+//! status with no containers behind.
 
 pub mod sim;
