@@ -62,14 +62,38 @@ struct AgentArgs {
 
 #[derive(Debug, Args)]
 struct SimArgs {
+    /// The API server, e.g. https://127.0.0.1:6443.
     #[arg(long)]
     server: String,
+    /// The server's node token (DATA/node-token).
     #[arg(long)]
     token_file: PathBuf,
+    /// The cluster CA; default: tls/ca.crt beside the token file (the server's data dir).
+    #[arg(long)]
+    ca_file: Option<PathBuf>,
     #[arg(long, default_value_t = 10)]
     nodes: usize,
+    /// Node names are PREFIX-0, PREFIX-1, ...; run several sims with different prefixes.
     #[arg(long, default_value = "sim")]
     name_prefix: String,
+    /// Allocatable CPU per node.
+    #[arg(long, default_value = "8")]
+    cpu: String,
+    /// Allocatable memory per node.
+    #[arg(long, default_value = "32Gi")]
+    memory: String,
+    /// Pods per node.
+    #[arg(long, default_value_t = 110)]
+    pods: u32,
+    /// Spread nodes over this many zones (topology.kubernetes.io/zone=zone-N); 0 for none.
+    #[arg(long, default_value_t = 0)]
+    zones: usize,
+    /// Extra node labels, KEY=VALUE (repeatable).
+    #[arg(long = "label")]
+    labels: Vec<String>,
+    /// Milliseconds from a pod's binding to Running and Ready.
+    #[arg(long, default_value_t = 1000)]
+    ready_delay_ms: u64,
 }
 
 /// Known kubectl-style verbs; anything else is a typo, and says so.
@@ -92,7 +116,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Server(args) => server(args),
         Command::Agent(_) => not_yet("`tug agent` (the node agent)"),
-        Command::Sim(_) => not_yet("`tug sim` (hollow nodes)"),
+        Command::Sim(args) => sim(args),
         Command::Verb(argv) => {
             let verb = argv.first().map(String::as_str).unwrap_or_default();
             if VERBS.contains(&verb) {
@@ -103,6 +127,61 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+fn sim(args: SimArgs) -> ExitCode {
+    let mut labels = std::collections::BTreeMap::new();
+    for l in &args.labels {
+        match l.split_once('=') {
+            Some((k, v)) if !k.is_empty() => {
+                labels.insert(k.to_string(), v.to_string());
+            }
+            _ => {
+                eprintln!("tug sim: --label {l:?} is not KEY=VALUE");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let ca_file = args
+        .ca_file
+        .clone()
+        .unwrap_or_else(|| args.token_file.parent().unwrap_or(std::path::Path::new(".")).join("tls/ca.crt"));
+    let options = tug_agent::sim::SimOptions {
+        nodes: args.nodes,
+        name_prefix: args.name_prefix.clone(),
+        cpu: args.cpu.clone(),
+        memory: args.memory.clone(),
+        pods: args.pods,
+        labels,
+        zones: args.zones,
+        ready_delay: std::time::Duration::from_millis(args.ready_delay_ms),
+        ..Default::default()
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("tug sim: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let stop = stop_signal();
+        let client = match tug_agent::sim::client_from_token(&args.server, &args.token_file, &ca_file) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("tug sim: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        eprintln!("tug sim: running {} hollow nodes named {}-N against {}", args.nodes, args.name_prefix, args.server);
+        match tug_agent::sim::run(client, options, stop).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("tug sim: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    })
 }
 
 fn server(args: ServerArgs) -> ExitCode {
