@@ -20,6 +20,8 @@ enum Command {
     Agent(AgentArgs),
     /// Run hollow nodes: real Node objects, leases and pod status, no containers.
     Sim(SimArgs),
+    /// Dry-run placement: where the pods of a manifest would land now, and why some cannot. Changes nothing.
+    Plan(PlanArgs),
     /// Kubernetes-compatible verbs (get, apply, delete, ...), reading KUBECONFIG.
     #[command(external_subcommand)]
     Verb(Vec<String>),
@@ -42,6 +44,10 @@ struct ServerArgs {
     /// Name of the server's own node.
     #[arg(long)]
     node_name: Option<String>,
+    /// How the scheduler scores nodes that fit: spread pods (least allocated) or bin-pack them
+    /// (most allocated).
+    #[arg(long, default_value = "spread", value_parser = ["spread", "binpack"])]
+    scheduler_strategy: String,
 }
 
 #[derive(Debug, Args)]
@@ -96,6 +102,19 @@ struct SimArgs {
     ready_delay_ms: u64,
 }
 
+#[derive(Debug, Args)]
+struct PlanArgs {
+    /// The manifest (YAML, several documents allowed).
+    #[arg(short = 'f', long = "filename")]
+    file: String,
+    /// Default: $KUBECONFIG, then ~/.kube/config.
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+    /// The scheduler's scoring strategy to plan with.
+    #[arg(long, default_value = "spread", value_parser = ["spread", "binpack"])]
+    strategy: String,
+}
+
 /// Known kubectl-style verbs; anything else is a typo, and says so.
 const VERBS: &[&str] = &[
     "get", "describe", "apply", "create", "delete", "scale", "rollout", "logs", "exec", "expose", "set", "cordon",
@@ -117,6 +136,7 @@ fn main() -> ExitCode {
         Command::Server(args) => server(args),
         Command::Agent(_) => not_yet("`tug agent` (the node agent)"),
         Command::Sim(args) => sim(args),
+        Command::Plan(args) => plan(args),
         Command::Verb(argv) => {
             let verb = argv.first().map(String::as_str).unwrap_or_default();
             if VERBS.contains(&verb) {
@@ -127,6 +147,38 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// Exit 0 when every pod can be placed, 1 when some cannot, 2 on bad input or a failed request.
+fn plan(args: PlanArgs) -> ExitCode {
+    let strategy = if args.strategy == "binpack" {
+        tug_scheduler::core::Strategy::BinPack
+    } else {
+        tug_scheduler::core::Strategy::Spread
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("tug plan: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let result = match tug_cli::client(args.kubeconfig.as_deref()).await {
+            Ok(client) => tug_cli::plan::run(client, &args.file, strategy).await,
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok((report, all_placed)) => {
+                print!("{report}");
+                if all_placed { ExitCode::SUCCESS } else { ExitCode::from(1) }
+            }
+            Err(e) => {
+                eprintln!("tug plan: {e}");
+                ExitCode::from(2)
+            }
+        }
+    })
 }
 
 fn sim(args: SimArgs) -> ExitCode {
@@ -232,8 +284,32 @@ fn server(args: ServerArgs) -> ExitCode {
             tracing::warn!("the node agent is not part of this build yet; running the control plane only");
         }
         let _ = args.node_name;
+        // The scheduler is an API client like any other, over the in-process service.
+        let (stop_components, components_stopped) = tokio::sync::watch::channel(false);
+        let scheduler = {
+            let client = kube::Client::new(server.local_service(), "default");
+            let options = tug_scheduler::SchedulerOptions {
+                strategy: if args.scheduler_strategy == "binpack" {
+                    tug_scheduler::core::Strategy::BinPack
+                } else {
+                    tug_scheduler::core::Strategy::Spread
+                },
+                ..Default::default()
+            };
+            let mut stopped = components_stopped.clone();
+            tokio::spawn(async move {
+                let shutdown = async move {
+                    let _ = stopped.wait_for(|s| *s).await;
+                };
+                if let Err(e) = tug_scheduler::run(client, options, shutdown).await {
+                    tracing::error!(error = %e, "the scheduler stopped");
+                }
+            })
+        };
         stop.await;
         eprintln!("tug server: stopping");
+        let _ = stop_components.send(true);
+        let _ = scheduler.await;
         server.stop().await;
         ExitCode::SUCCESS
     })
