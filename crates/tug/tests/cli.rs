@@ -43,10 +43,9 @@ fn server_refuses_a_damaged_datastore_with_advice() {
 
 #[test]
 fn unbuilt_commands_say_so_and_fail() {
-    for args in [
-        &["agent", "--server", "https://127.0.0.1:6443", "--token-file", "/nonexistent"][..],
-        &["get", "pods"][..],
-    ] {
+    for args in
+        [&["agent", "--server", "https://127.0.0.1:6443", "--token-file", "/nonexistent"][..], &["get", "pods"][..]]
+    {
         let (code, text) = tug(args);
         assert_eq!(code, 2, "{args:?}: {text}");
         assert!(text.contains("not implemented yet"), "{args:?}: {text}");
