@@ -97,6 +97,9 @@ struct SimArgs {
     /// Extra node labels, KEY=VALUE (repeatable).
     #[arg(long = "label")]
     labels: Vec<String>,
+    /// Node taints, KEY=VALUE:EFFECT or KEY:EFFECT (repeatable).
+    #[arg(long = "taint")]
+    taints: Vec<String>,
     /// Milliseconds from a pod's binding to Running and Ready.
     #[arg(long, default_value_t = 1000)]
     ready_delay_ms: u64,
@@ -181,6 +184,24 @@ fn plan(args: PlanArgs) -> ExitCode {
     })
 }
 
+/// `key=value:Effect` or `key:Effect`, as `kubectl taint` writes them.
+fn parse_taint(text: &str) -> Option<k8s_openapi::api::core::v1::Taint> {
+    let (kv, effect) = text.rsplit_once(':')?;
+    if !["NoSchedule", "PreferNoSchedule", "NoExecute"].contains(&effect) {
+        return None;
+    }
+    let (key, value) = match kv.split_once('=') {
+        Some((k, v)) => (k, Some(v.to_string())),
+        None => (kv, None),
+    };
+    (!key.is_empty()).then(|| k8s_openapi::api::core::v1::Taint {
+        key: key.to_string(),
+        value,
+        effect: effect.to_string(),
+        time_added: None,
+    })
+}
+
 fn sim(args: SimArgs) -> ExitCode {
     let mut labels = std::collections::BTreeMap::new();
     for l in &args.labels {
@@ -190,6 +211,18 @@ fn sim(args: SimArgs) -> ExitCode {
             }
             _ => {
                 eprintln!("tug sim: --label {l:?} is not KEY=VALUE");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let mut taints = Vec::new();
+    for t in &args.taints {
+        match parse_taint(t) {
+            Some(taint) => taints.push(taint),
+            None => {
+                eprintln!(
+                    "tug sim: --taint {t:?} is not KEY=VALUE:EFFECT (EFFECT is NoSchedule, PreferNoSchedule or NoExecute)"
+                );
                 return ExitCode::from(2);
             }
         }
@@ -205,6 +238,7 @@ fn sim(args: SimArgs) -> ExitCode {
         memory: args.memory.clone(),
         pods: args.pods,
         labels,
+        taints,
         zones: args.zones,
         ready_delay: std::time::Duration::from_millis(args.ready_delay_ms),
         ..Default::default()
