@@ -3,6 +3,7 @@
 
 mod api;
 mod h2client;
+mod scheduler;
 mod store;
 
 use clap::{Parser, Subcommand};
@@ -20,6 +21,9 @@ enum Bench {
     Store(store::StoreArgs),
     /// The API server over HTTPS: creates, gets, a large list, watch fan-out, memory.
     Api(api::ApiArgs),
+    /// The scheduler: its placement core alone, and end to end through the API server with
+    /// hollow nodes.
+    Scheduler(scheduler::SchedulerArgs),
 }
 
 fn main() {
@@ -28,6 +32,7 @@ fn main() {
     let figures = match cli.bench {
         Bench::Store(args) => runtime.block_on(store::run(args)),
         Bench::Api(args) => runtime.block_on(api::run(args)),
+        Bench::Scheduler(args) => runtime.block_on(scheduler::run(args)),
     };
     match figures {
         Ok(json) => println!("{json}"),
