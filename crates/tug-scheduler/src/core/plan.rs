@@ -4,7 +4,7 @@
 
 use super::Strategy;
 use super::diagnosis::{Diagnosis, Reason};
-use super::labels::ZONE_LABEL;
+use super::labels::{HOSTNAME_LABEL, ZONE_LABEL};
 use super::node::Taint;
 use super::pod::{PodInfo, SpreadConstraint};
 use super::resources::Resources;
@@ -57,6 +57,7 @@ fn unschedulable_taint() -> Taint {
 /// One hard topology spread constraint, counted: matching pods per domain and the minimum.
 #[derive(Debug)]
 struct SpreadCheck<'a> {
+    key: &'a str,
     node_domain: Option<&'a [u32]>,
     counts: Vec<i64>,
     min: i64,
@@ -67,6 +68,7 @@ struct SpreadCheck<'a> {
 /// Domains marked by an inter-pod affinity rule: those holding matching pods.
 #[derive(Debug)]
 struct DomainRule<'a> {
+    key: &'a str,
     node_domain: Option<&'a [u32]>,
     marked: Vec<bool>,
 }
@@ -78,6 +80,30 @@ impl DomainRule<'_> {
         (domain != NO_DOMAIN).then(|| self.marked[domain as usize])
     }
 }
+
+/// One topology rule (a spread constraint, an inter-pod (anti-)affinity term) reduced to a
+/// pass/fail verdict per domain of its key, for the exact scan: a rule on a class label becomes
+/// part of the class verdict, a rule on the hostname a look-up per node.
+#[derive(Debug)]
+struct DomainVerdict<'a> {
+    key: &'a str,
+    node_domain: Option<&'a [u32]>,
+    passes: Vec<bool>,
+    passes_without_domain: bool,
+}
+
+impl DomainVerdict<'_> {
+    fn passes_node(&self, slot: usize) -> bool {
+        match self.node_domain.and_then(|d| d.get(slot)).copied().unwrap_or(NO_DOMAIN) {
+            NO_DOMAIN => self.passes_without_domain,
+            domain => self.passes[domain as usize],
+        }
+    }
+}
+
+/// How many nodes the exact scan scores before picking among them: small enough that the
+/// scores stay in L1.
+const CHUNK: usize = 512;
 
 /// Spreading replicas of the pod's owner: a penalty per node from the owner's pods on that node
 /// and in its zone, the node weighted more as Kubernetes weighs its default spread constraints
@@ -118,6 +144,13 @@ pub(crate) struct Plan<'a> {
     /// Sum of preferred-term weights, when preferences are scored per node.
     per_node_preference: Option<f64>,
     pod_hash: u64,
+    /// For the exact scan, per class (one more entry for vacant slots, always false): passes
+    /// the class-level filters and every topology rule whose key is a class label.
+    scan_class_ok: Vec<bool>,
+    /// For the exact scan: topology rules on a per-node key, checked per node.
+    node_verdicts: Vec<DomainVerdict<'a>>,
+    /// For the exact scan: node-level filters that are neither resources nor topology rules.
+    other_node_checks: Vec<Filter>,
 }
 
 impl<'a> Plan<'a> {
@@ -144,7 +177,7 @@ impl<'a> Plan<'a> {
             class_taint,
             class_affinity,
             class_ok,
-            class_bonus: vec![0.0; classes.len()],
+            class_bonus: vec![0.0; classes.len() + 1],
             affinity_per_node,
             node_checks: Vec::new(),
             spread: Vec::new(),
@@ -155,6 +188,9 @@ impl<'a> Plan<'a> {
             owner: None,
             per_node_preference: None,
             pod_hash: stable_hash(&pod.uid),
+            scan_class_ok: Vec::new(),
+            node_verdicts: Vec::new(),
+            other_node_checks: Vec::new(),
         };
         plan.score_classes();
         plan.prepare_spread();
@@ -174,7 +210,65 @@ impl<'a> Plan<'a> {
             Filter::Unschedulable | Filter::Taints | Filter::Resources => false,
         };
         plan.node_checks = FILTER_CHAIN.iter().copied().filter(wanted).collect();
+        plan.prepare_exact_scan();
         plan
+    }
+
+    /// Splits the node-level checks for the exact scan: topology rules on class labels are
+    /// folded into `scan_class_ok`, rules on the hostname become per-node verdicts, and the
+    /// rest stay filters.
+    fn prepare_exact_scan(&mut self) {
+        let snap = self.snap;
+        let mut verdicts: Vec<DomainVerdict<'a>> = Vec::new();
+        for c in &self.spread {
+            let passes = c.counts.iter().map(|&n| n + c.self_match - c.min <= c.max_skew).collect();
+            verdicts.push(DomainVerdict {
+                key: c.key,
+                node_domain: c.node_domain,
+                passes,
+                passes_without_domain: false,
+            });
+        }
+        let bootstrap = self.pod_affinity_bootstrap;
+        for r in &self.pod_affinity {
+            let passes = r.marked.iter().map(|&m| bootstrap || m).collect();
+            verdicts.push(DomainVerdict {
+                key: r.key,
+                node_domain: r.node_domain,
+                passes,
+                passes_without_domain: false,
+            });
+        }
+        for r in self.pod_anti_affinity.iter().chain(&self.existing_anti_affinity) {
+            let passes = r.marked.iter().map(|&m| !m).collect();
+            verdicts.push(DomainVerdict {
+                key: r.key,
+                node_domain: r.node_domain,
+                passes,
+                passes_without_domain: true,
+            });
+        }
+        let mut scan_class_ok = self.class_ok.clone();
+        scan_class_ok.push(false);
+        for v in verdicts {
+            if v.key == HOSTNAME_LABEL {
+                self.node_verdicts.push(v);
+                continue;
+            }
+            // Any other key is one of the class labels, so all of a class's nodes share its domain.
+            let ids = snap.topology.get(v.key).map(|t| &t.ids);
+            for (class, ok) in snap.classes.iter().zip(scan_class_ok.iter_mut()) {
+                let domain = class.labels.get(v.key).and_then(|value| ids?.get(value)).copied();
+                *ok &= domain.map_or(v.passes_without_domain, |d| v.passes[d as usize]);
+            }
+        }
+        self.scan_class_ok = scan_class_ok;
+        self.other_node_checks = self
+            .node_checks
+            .iter()
+            .copied()
+            .filter(|f| matches!(f, Filter::NodeName | Filter::NodeAffinity | Filter::HostPorts))
+            .collect();
     }
 
     /// The best node's slot: the highest score, ties broken by a hash of node name and pod uid
@@ -183,6 +277,14 @@ impl<'a> Plan<'a> {
     /// at a slot derived from the pod's uid so that different pods look at different nodes.
     pub(crate) fn best_node(&self, enough: usize) -> Option<usize> {
         let slots = self.snap.hot.len();
+        if enough >= slots && !(self.per_node_preference.is_some() && self.affinity_per_node) {
+            return match (self.owner.is_some(), self.strategy) {
+                (false, Strategy::Spread) => self.exact_scan::<false, false>(),
+                (true, Strategy::Spread) => self.exact_scan::<true, false>(),
+                (false, Strategy::BinPack) => self.exact_scan::<false, true>(),
+                (true, Strategy::BinPack) => self.exact_scan::<true, true>(),
+            };
+        }
         let start = if enough >= slots { 0 } else { (self.pod_hash % slots.max(1) as u64) as usize };
         // Monomorphised so the common pod (no node-level checks) pays for nothing it lacks.
         match (self.owner.is_some(), self.node_checks.is_empty()) {
@@ -190,6 +292,18 @@ impl<'a> Plan<'a> {
             (true, true) => self.scan::<true, false>(start, enough),
             (false, false) => self.scan::<false, true>(start, enough),
             (true, false) => self.scan::<true, true>(start, enough),
+        }
+    }
+
+    /// The best node by the straightforward node-by-node scan, every node scored: the
+    /// reference the exact scan is tested against.
+    #[cfg(test)]
+    pub(crate) fn best_node_by_reference_scan(&self) -> Option<usize> {
+        match (self.owner.is_some(), self.node_checks.is_empty()) {
+            (false, true) => self.scan::<false, false>(0, usize::MAX),
+            (true, true) => self.scan::<true, false>(0, usize::MAX),
+            (false, false) => self.scan::<false, true>(0, usize::MAX),
+            (true, false) => self.scan::<true, true>(0, usize::MAX),
         }
     }
 
@@ -224,6 +338,82 @@ impl<'a> Plan<'a> {
         best.map(|(_, slot)| slot)
     }
 
+    /// Every node scored, the same choice as `scan` (which it must match exactly, float for
+    /// float): per chunk, a branch-free pass scores each node that passes the class and
+    /// resource filters (−∞ for the others), then a pass keeps the best, running the rarer
+    /// node-level checks only on a node that would beat or tie the best so far.
+    fn exact_scan<const OWNER: bool, const BINPACK: bool>(&self) -> Option<usize> {
+        let cols = &self.snap.columns;
+        let slots = cols.class.len();
+        let req = self.pod.requests;
+        let (score_cpu, score_mem) = (self.pod.score_requests.milli_cpu as f64, self.pod.score_requests.memory as f64);
+        let class_ok = self.scan_class_ok.as_slice();
+        let bonus = &self.class_bonus[..class_ok.len()];
+        let last_class = class_ok.len() - 1;
+        let penalty: &[f32] = match &self.owner {
+            Some(owner) if OWNER => &owner.host_penalty[..slots],
+            _ => &[],
+        };
+        let node_checks = !self.node_verdicts.is_empty() || !self.other_node_checks.is_empty();
+        let mut scores = [0f64; CHUNK];
+        let mut best: Option<(f64, usize, u64)> = None;
+        for first in (0..slots).step_by(CHUNK) {
+            let end = (first + CHUNK).min(slots);
+            let chunk = &mut scores[..end - first];
+            let class = &cols.class[first..end];
+            let free_pods = &cols.free_pods[first..end];
+            let free_cpu = &cols.free_cpu[first..end];
+            let free_memory = &cols.free_memory[first..end];
+            let free_ephemeral = &cols.free_ephemeral[first..end];
+            let cpu_used = &cols.cpu_used[first..end];
+            let mem_used = &cols.mem_used[first..end];
+            let inv_cpu = &cols.inv_cpu[first..end];
+            let inv_mem = &cols.inv_mem[first..end];
+            let penalty = if OWNER { &penalty[first..end] } else { &[][..] };
+            // Resource scores first, in a loop of pure arithmetic over columns (vectorised).
+            for (k, out) in chunk.iter_mut().enumerate() {
+                *out =
+                    resource_score::<BINPACK>(cpu_used[k], inv_cpu[k], mem_used[k], inv_mem[k], score_cpu, score_mem);
+            }
+            for (k, out) in chunk.iter_mut().enumerate() {
+                let c = (class[k] as usize).min(last_class);
+                // `&` rather than `&&`: no branches to mispredict.
+                let fits = (req.pods <= free_pods[k])
+                    & ((req.milli_cpu <= free_cpu[k]) | (req.milli_cpu == 0))
+                    & ((req.memory <= free_memory[k]) | (req.memory == 0))
+                    & ((req.ephemeral_storage <= free_ephemeral[k]) | (req.ephemeral_storage == 0));
+                let mut score = *out + bonus[c];
+                if OWNER {
+                    score -= f64::from(penalty[k]);
+                }
+                *out = if class_ok[c] & fits { score } else { f64::NEG_INFINITY };
+            }
+            for (k, &score) in chunk.iter().enumerate() {
+                if score == f64::NEG_INFINITY || best.is_some_and(|(s, _, _)| s > score) {
+                    continue;
+                }
+                let slot = first + k;
+                if node_checks && !self.passes_node_checks(slot) {
+                    continue;
+                }
+                let key = self.tie_key(slot);
+                best = match best {
+                    Some((s, b, b_key)) if s == score && !self.wins_tie_keyed(slot, key, b, b_key) => {
+                        Some((s, b, b_key))
+                    }
+                    _ => Some((score, slot, key)),
+                };
+            }
+        }
+        best.map(|(_, slot, _)| slot)
+    }
+
+    /// The node-level checks the exact scan leaves out of its branch-free pass.
+    fn passes_node_checks(&self, slot: usize) -> bool {
+        self.node_verdicts.iter().all(|v| v.passes_node(slot))
+            && self.other_node_checks.iter().all(|&f| self.check(f, slot).is_none())
+    }
+
     /// Every node, counted under the first filter of the chain it fails.
     pub(crate) fn diagnose(&self) -> Diagnosis {
         let mut diagnosis = Diagnosis::new(self.snap.node_count());
@@ -239,9 +429,17 @@ impl<'a> Plan<'a> {
     }
 
     fn wins_tie(&self, slot: usize, incumbent: usize) -> bool {
+        self.wins_tie_keyed(slot, self.tie_key(slot), incumbent, self.tie_key(incumbent))
+    }
+
+    /// The first tie-break: a hash of node name and pod uid.
+    fn tie_key(&self, slot: usize) -> u64 {
+        mix(self.snap.nodes[slot].name_hash ^ self.pod_hash)
+    }
+
+    fn wins_tie_keyed(&self, slot: usize, key: u64, incumbent: usize, incumbent_key: u64) -> bool {
         let nodes = &self.snap.nodes;
-        let key = |s: usize| mix(nodes[s].name_hash ^ self.pod_hash);
-        (key(slot), nodes[slot].info.name()) < (key(incumbent), nodes[incumbent].info.name())
+        (key, nodes[slot].info.name()) < (incumbent_key, nodes[incumbent].info.name())
     }
 
     /// One filter on one live node; `Some(reason)` rejects it.
@@ -311,18 +509,12 @@ impl<'a> Plan<'a> {
     #[inline(always)]
     fn score(&self, slot: usize, hot: &HotNode) -> f64 {
         let req = &self.pod.score_requests;
-        let cpu = hot.cpu_used + req.milli_cpu as f64 * hot.inv_cpu;
-        let mem = hot.mem_used + req.memory as f64 * hot.inv_mem;
-        let (cpu_capped, mem_capped) = (cpu.min(1.0), mem.min(1.0));
-        let fit = match self.strategy {
-            // LeastAllocated: the emptier the node after placing the pod, the better.
-            Strategy::Spread => (2.0 - cpu_capped - mem_capped) * 50.0,
-            // MostAllocated: the fuller, the better (Nomad's default), packing pods tightly.
-            Strategy::BinPack => (cpu_capped + mem_capped) * 50.0,
+        let (cpu, mem) = (req.milli_cpu as f64, req.memory as f64);
+        let resources = match self.strategy {
+            Strategy::Spread => resource_score::<false>(hot.cpu_used, hot.inv_cpu, hot.mem_used, hot.inv_mem, cpu, mem),
+            Strategy::BinPack => resource_score::<true>(hot.cpu_used, hot.inv_cpu, hot.mem_used, hot.inv_mem, cpu, mem),
         };
-        // BalancedAllocation: cpu and memory used in equal shares leave no stranded capacity.
-        let balanced = (1.0 - (cpu_capped - mem_capped).abs() / 2.0) * 100.0;
-        let mut score = W_FIT * fit + W_BALANCED * balanced + self.class_bonus[hot.class as usize];
+        let mut score = resources + self.class_bonus[hot.class as usize];
         if let Some(total) = self.per_node_preference
             && self.affinity_per_node
         {
@@ -392,14 +584,21 @@ impl<'a> Plan<'a> {
                 min = 0;
             }
             let self_match = i64::from(c.selector.matches(&self.pod.labels));
-            self.spread.push(SpreadCheck { node_domain, counts, min, self_match, max_skew: c.max_skew });
+            self.spread.push(SpreadCheck {
+                key: &c.topology_key,
+                node_domain,
+                counts,
+                min,
+                self_match,
+                max_skew: c.max_skew,
+            });
         }
     }
 
     fn prepare_inter_pod_affinity(&mut self) {
         let snap = self.snap;
         let pod = self.pod;
-        let rule = |key: &str, mark: &mut MarkDomains<'_>| -> DomainRule<'a> {
+        let rule = |key: &'a str, mark: &mut MarkDomains<'_>| -> DomainRule<'a> {
             let index = snap.topology.get(key);
             let node_domain = index.map(|t| t.node_domain.as_slice());
             let mut marked = vec![false; index.map_or(0, |t| t.ids.len())];
@@ -411,7 +610,7 @@ impl<'a> Plan<'a> {
                     }
                 });
             }
-            DomainRule { node_domain, marked }
+            DomainRule { key, node_domain, marked }
         };
         let mut any_affinity_match = false;
         for term in &pod.pod_affinity {
@@ -473,6 +672,32 @@ impl<'a> Plan<'a> {
         }
         self.owner = Some(OwnerSpread { host_penalty });
     }
+}
+
+/// Resource fit by strategy plus balanced allocation, for a node with `cpu_used`/`mem_used`
+/// shares (and 1/allocatable) receiving a pod scored as requesting `cpu`/`mem`. One function
+/// for both scans, so they compute the same floats in the same order.
+#[inline(always)]
+fn resource_score<const BINPACK: bool>(
+    cpu_used: f64,
+    inv_cpu: f64,
+    mem_used: f64,
+    inv_mem: f64,
+    cpu: f64,
+    mem: f64,
+) -> f64 {
+    let cpu_capped = (cpu_used + cpu * inv_cpu).min(1.0);
+    let mem_capped = (mem_used + mem * inv_mem).min(1.0);
+    let fit = if BINPACK {
+        // MostAllocated: the fuller, the better (Nomad's default), packing pods tightly.
+        (cpu_capped + mem_capped) * 50.0
+    } else {
+        // LeastAllocated: the emptier the node after placing the pod, the better.
+        (2.0 - cpu_capped - mem_capped) * 50.0
+    };
+    // BalancedAllocation: cpu and memory used in equal shares leave no stranded capacity.
+    let balanced = (1.0 - (cpu_capped - mem_capped).abs() / 2.0) * 100.0;
+    W_FIT * fit + W_BALANCED * balanced
 }
 
 /// Adds `weight × 0..=100` per class from raw values normalised by their maximum over usable

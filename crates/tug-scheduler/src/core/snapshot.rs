@@ -42,6 +42,47 @@ impl HotNode {
     };
 }
 
+/// The same numbers as [`HotNode`], one column per field, so the exact scan (every node scored)
+/// runs as a straight, branch-free loop the compiler can vectorise.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct HotColumns {
+    pub class: Vec<u32>,
+    pub free_pods: Vec<i64>,
+    pub free_cpu: Vec<i64>,
+    pub free_memory: Vec<i64>,
+    pub free_ephemeral: Vec<i64>,
+    pub cpu_used: Vec<f64>,
+    pub mem_used: Vec<f64>,
+    pub inv_cpu: Vec<f64>,
+    pub inv_mem: Vec<f64>,
+}
+
+impl HotColumns {
+    fn push(&mut self, hot: &HotNode) {
+        self.class.push(hot.class);
+        self.free_pods.push(hot.free.pods);
+        self.free_cpu.push(hot.free.milli_cpu);
+        self.free_memory.push(hot.free.memory);
+        self.free_ephemeral.push(hot.free.ephemeral_storage);
+        self.cpu_used.push(hot.cpu_used);
+        self.mem_used.push(hot.mem_used);
+        self.inv_cpu.push(hot.inv_cpu);
+        self.inv_mem.push(hot.inv_mem);
+    }
+
+    fn set(&mut self, slot: usize, hot: &HotNode) {
+        self.class[slot] = hot.class;
+        self.free_pods[slot] = hot.free.pods;
+        self.free_cpu[slot] = hot.free.milli_cpu;
+        self.free_memory[slot] = hot.free.memory;
+        self.free_ephemeral[slot] = hot.free.ephemeral_storage;
+        self.cpu_used[slot] = hot.cpu_used;
+        self.mem_used[slot] = hot.mem_used;
+        self.inv_cpu[slot] = hot.inv_cpu;
+        self.inv_mem[slot] = hot.inv_mem;
+    }
+}
+
 #[derive(Debug, Clone)]
 pub(crate) struct NodeEntry {
     pub info: NodeInfo,
@@ -89,6 +130,8 @@ pub(crate) struct AntiTermEntry {
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
     pub(crate) hot: Vec<HotNode>,
+    /// `hot` again, column by column (kept in step by `refresh_hot` and `slot_for`).
+    pub(crate) columns: HotColumns,
     pub(crate) nodes: Vec<NodeEntry>,
     free_slots: Vec<u32>,
     by_name: HashMap<String, u32>,
@@ -192,6 +235,7 @@ impl Snapshot {
         self.by_name.remove(name);
         self.nodes[slot as usize] = NodeEntry::vacant();
         self.hot[slot as usize] = HotNode::VACANT;
+        self.columns.set(slot as usize, &HotNode::VACANT);
         self.free_slots.push(slot);
     }
 
@@ -285,6 +329,7 @@ impl Snapshot {
             None => {
                 self.nodes.push(NodeEntry::vacant());
                 self.hot.push(HotNode::VACANT);
+                self.columns.push(&HotNode::VACANT);
                 for index in self.topology.values_mut() {
                     index.node_domain.push(NO_DOMAIN);
                 }
@@ -349,6 +394,7 @@ impl Snapshot {
         let entry = &self.nodes[slot as usize];
         let hot = &mut self.hot[slot as usize];
         if !entry.live {
+            self.columns.set(slot as usize, hot);
             return;
         }
         let alloc = entry.info.allocatable;
@@ -358,6 +404,7 @@ impl Snapshot {
         hot.inv_mem = inverse(alloc.memory);
         hot.cpu_used = entry.score_requested.milli_cpu as f64 * hot.inv_cpu;
         hot.mem_used = entry.score_requested.memory as f64 * hot.inv_mem;
+        self.columns.set(slot as usize, hot);
     }
 
     fn anti_term_id(&mut self, term: &AffinityTerm) -> usize {

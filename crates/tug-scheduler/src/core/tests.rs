@@ -598,6 +598,68 @@ proptest! {
     }
 }
 
+/// A replica of app `a{app}` owned by a controller, optionally spread over zones (hard).
+fn replica(i: usize, s: &PodSpec, spread: bool) -> PodInfo {
+    let mut spec = json!({"containers": [{"name": "c", "image": "i",
+        "resources": {"requests": {"cpu": format!("{}m", s.cpu), "memory": format!("{}Mi", s.mem_mi)}}}]});
+    if let Some(z) = s.zone_selector {
+        spec["nodeSelector"] = json!({ZONE_LABEL: format!("z{z}")});
+    }
+    if s.tolerates_gpu {
+        spec["tolerations"] = json!([{"key": "gpu", "operator": "Exists"}]);
+    }
+    if let Some(app) = s.anti_app {
+        spec["affinity"] = json!({"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+            {"labelSelector": {"matchLabels": {"app": format!("a{app}")}}, "topologyKey": HOSTNAME_LABEL}]}});
+    }
+    if spread {
+        spec["topologySpreadConstraints"] = json!([{"maxSkew": 1, "topologyKey": ZONE_LABEL,
+            "whenUnsatisfiable": "DoNotSchedule", "labelSelector": {"matchLabels": {"app": format!("a{}", s.app)}}}]);
+    }
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": format!("p{i}"), "namespace": "default", "uid": format!("uid-{i}"),
+            "labels": {"app": format!("a{}", s.app)},
+            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": format!("a{}", s.app),
+                "uid": format!("owner-{}", s.app), "controller": true}]},
+        "spec": spec,
+    }))
+    .expect("valid pod");
+    PodInfo::from_pod(&pod)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// The exact scan (columns, chunks, lazy node checks) picks the very node the plain
+    /// node-by-node scan picks, on random clusters with many equal nodes (ties), taints,
+    /// cordons, zone selectors, zone spreading, hostname anti-affinity and owner spreading.
+    #[test]
+    fn exact_scan_matches_the_reference_scan(
+        nodes in proptest::collection::vec(node_strategy(), 1..40),
+        pods in proptest::collection::vec((pod_strategy(), proptest::bool::weighted(0.3)), 1..80),
+        binpack in proptest::bool::ANY,
+    ) {
+        let strategy = if binpack { Strategy::BinPack } else { Strategy::Spread };
+        let mut snap = Snapshot::new();
+        for (i, (cpu, mem_gi, zone, gpu, cordoned)) in nodes.iter().enumerate() {
+            let mut n = node(&format!("n{i}"), *cpu, *mem_gi).with_label(ZONE_LABEL, &format!("z{zone}"));
+            if *gpu { n = n.with_taint("gpu", "true", "NoSchedule"); }
+            if *cordoned { n = n.cordoned(); }
+            snap.upsert_node(n);
+        }
+        for (i, (spec, spread)) in pods.iter().enumerate() {
+            let p = replica(i, spec, *spread);
+            let plan = plan::Plan::new(&p, &snap, strategy);
+            let exact = plan.best_node(usize::MAX);
+            prop_assert_eq!(exact, plan.best_node_by_reference_scan());
+            if let Some(slot) = exact {
+                let name = snap.nodes[slot].info.name().to_string();
+                snap.add_pod(&name, &p);
+            }
+        }
+    }
+}
+
 #[test]
 fn adaptive_scope_scores_as_many_nodes_as_kubernetes() {
     for (nodes, want) in [(50, 100), (1000, 420), (5000, 500), (100_000, 5000)] {
