@@ -89,23 +89,12 @@ fn options(prefix: &str, nodes: usize) -> SimOptions {
 }
 
 /// Polls `check` until it succeeds or [`DEADLINE`] passes, then fails with what it last saw.
-async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+async fn eventually<T, F, Fut>(what: &str, check: F) -> T
 where
     F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, String>>,
+    Fut: std::future::Future<Output = Result<T, String>>,
 {
-    let start = tokio::time::Instant::now();
-    let mut pause = Duration::from_millis(10);
-    loop {
-        match check().await {
-            Ok(v) => return v,
-            Err(seen) if start.elapsed() >= DEADLINE => panic!("timed out waiting for {what}; last seen: {seen}"),
-            Err(_) => {
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_millis(200));
-            }
-        }
-    }
+    tug_testkit::eventually(what, DEADLINE, check).await
 }
 
 fn is_ready(node: &Node) -> bool {

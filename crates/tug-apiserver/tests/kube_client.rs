@@ -93,23 +93,12 @@ fn api_code(e: &kube::Error) -> Option<u16> {
 }
 
 /// Polls an async check until it succeeds or [`DEADLINE`] passes, then fails with what it last saw.
-async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+async fn eventually<T, F, Fut>(what: &str, check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, String>>,
 {
-    let start = tokio::time::Instant::now();
-    let mut pause = Duration::from_millis(5);
-    loop {
-        match check().await {
-            Ok(v) => return v,
-            Err(seen) if start.elapsed() >= DEADLINE => panic!("timed out waiting for {what}; last seen: {seen}"),
-            Err(_) => {
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_millis(100));
-            }
-        }
-    }
+    tug_testkit::eventually(what, DEADLINE, check).await
 }
 
 fn configmap(name: &str, labels: Value) -> ConfigMap {

@@ -45,3 +45,24 @@ pub fn unique_suffix() -> String {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
     format!("{:x}{:x}", std::process::id() & 0xfff, nanos & 0xfffff)
 }
+
+/// The async [`wait_for`]: polls `check` (5 ms, doubling to 100 ms) until it succeeds or
+/// `deadline` passes, then panics naming what it waited for and what it last saw.
+pub async fn eventually<T, F, Fut>(what: &str, deadline: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let start = tokio::time::Instant::now();
+    let mut pause = Duration::from_millis(5);
+    loop {
+        match check().await {
+            Ok(v) => return v,
+            Err(seen) if start.elapsed() >= deadline => panic!("timed out waiting for {what}; last seen: {seen}"),
+            Err(_) => {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(100));
+            }
+        }
+    }
+}

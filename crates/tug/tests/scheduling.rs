@@ -39,19 +39,12 @@ fn sim(server: &TugServer, prefix: &str, nodes: usize, extra: &[&str]) -> Sim {
     Sim(child)
 }
 
-async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+async fn eventually<T, F, Fut>(what: &str, check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, String>>,
 {
-    let start = tokio::time::Instant::now();
-    loop {
-        match check().await {
-            Ok(v) => return v,
-            Err(seen) if start.elapsed() >= DEADLINE => panic!("timed out waiting for {what}; last seen: {seen}"),
-            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-        }
-    }
+    tug_testkit::eventually(what, DEADLINE, check).await
 }
 
 async fn wait_nodes(nodes: &Api<Node>, n: usize) {
