@@ -19,6 +19,7 @@
 //! under the server's 1,000 streams per connection), as informers of several clients would.
 //! Only list_10k_typed_ms still goes through kube-rs, which speaks HTTP/1.1 (no ALPN).
 
+use crate::ctx;
 use crate::h2client::{H2Client, Target};
 use crate::{percentile_ms, round2};
 use bytes::Bytes;
@@ -33,6 +34,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
+
 use tug_apiserver::server::{RunningServer, ServerConfig};
 
 /// Namespace of the created pods (listed in full).
@@ -71,19 +73,12 @@ pub struct ApiArgs {
     dir: Option<PathBuf>,
 }
 
-/// Formats an error with what was being done.
-fn ctx<E: std::fmt::Display>(what: &'static str) -> impl Fn(E) -> String {
-    move |e| format!("{what}: {e}")
-}
-
-pub async fn run(args: ApiArgs) -> Result<String, String> {
-    if args.pods == 0 || args.concurrency == 0 || args.connections == 0 || args.watch_connections == 0 {
-        return Err("--pods, --concurrency, --connections and --watch-connections must be at least 1".into());
-    }
-    let baseline_mb = rss_mb()?;
+/// An in-process API server on a fresh SQLite file in a temporary directory (under `dir` if
+/// given); the directory lives as long as the returned guard.
+pub async fn start_server(prefix: &str, dir: Option<PathBuf>) -> Result<(tempfile::TempDir, RunningServer), String> {
     let dir = tempfile::Builder::new()
-        .prefix("tug-bench-api-")
-        .tempdir_in(args.dir.clone().unwrap_or_else(std::env::temp_dir))
+        .prefix(prefix)
+        .tempdir_in(dir.unwrap_or_else(std::env::temp_dir))
         .map_err(ctx("temporary directory"))?;
     let data_dir = dir.path().to_path_buf();
     let server = tug_apiserver::server::start(ServerConfig {
@@ -94,6 +89,15 @@ pub async fn run(args: ApiArgs) -> Result<String, String> {
     })
     .await
     .map_err(ctx("starting the API server"))?;
+    Ok((dir, server))
+}
+
+pub async fn run(args: ApiArgs) -> Result<String, String> {
+    if args.pods == 0 || args.concurrency == 0 || args.connections == 0 || args.watch_connections == 0 {
+        return Err("--pods, --concurrency, --connections and --watch-connections must be at least 1".into());
+    }
+    let baseline_mb = rss_mb()?;
+    let (_dir, server) = start_server("tug-bench-api-", args.dir.clone()).await?;
     eprintln!("server at {} (RSS before start {baseline_mb:.1} MB)", server.url);
     let result = measure(&server, &args, baseline_mb).await;
     server.stop().await;

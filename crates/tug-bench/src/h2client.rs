@@ -6,6 +6,7 @@
 //! Built on hyper's connection-level client (`hyper::client::conn::http2`) rather than a pooled
 //! client, so the number of connections is exactly what the caller asks for.
 
+use crate::ctx;
 use bytes::{Bytes, BytesMut};
 use http::{HeaderValue, Method, Request, StatusCode, header};
 use http_body_util::{BodyExt, Full};
@@ -49,11 +50,6 @@ pub struct H2Client {
 pub struct Lines {
     body: Incoming,
     pending: BytesMut,
-}
-
-/// Formats an error with what was being done.
-fn ctx<E: std::fmt::Display>(what: &'static str) -> impl Fn(E) -> String {
-    move |e| format!("{what}: {e}")
 }
 
 /// Host and port of an `https://host:port` URL; the port defaults to 443.

@@ -57,3 +57,8 @@ pub(crate) fn percentile_ms(samples: &mut [std::time::Duration], q: f64) -> f64 
 pub(crate) fn round2(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
 }
+
+/// Maps an error to text naming what failed (`"starting the API server: …"`).
+pub(crate) fn ctx<E: std::fmt::Display>(what: &'static str) -> impl Fn(E) -> String {
+    move |e| format!("{what}: {e}")
+}

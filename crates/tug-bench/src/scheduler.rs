@@ -27,6 +27,7 @@
 //!
 //! Server, hollow nodes, scheduler and the bench client share this process and its cores.
 
+use crate::ctx;
 use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -40,7 +41,7 @@ use k8s_openapi::api::core::v1::Pod;
 use serde_json::{Value, json};
 use tokio::sync::watch;
 use tug_agent::sim::SimOptions;
-use tug_apiserver::server::{RunningServer, ServerConfig};
+use tug_apiserver::server::RunningServer;
 use tug_scheduler::SchedulerOptions;
 use tug_scheduler::core::{
     HOSTNAME_LABEL, NodeInfo, PodInfo, Resources, Scope, Snapshot, Strategy, ZONE_LABEL, schedule_with,
@@ -261,11 +262,6 @@ const LEASE_POLL: Duration = Duration::from_millis(100);
 /// How often the bound count is printed.
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
-/// Formats an error with what was being done.
-fn ctx<E: std::fmt::Display>(what: &'static str) -> impl Fn(E) -> String {
-    move |e| format!("{what}: {e}")
-}
-
 /// Runs the parts asked for and returns the JSON line.
 pub async fn run(args: SchedulerArgs) -> Result<String, String> {
     if args.nodes == 0 || args.pods == 0 || args.concurrency == 0 || args.connections == 0 || args.namespaces == 0 {
@@ -291,19 +287,7 @@ fn merge(into: &mut Value, more: Value) {
 }
 
 async fn e2e(args: &SchedulerArgs) -> Result<Value, String> {
-    let dir = tempfile::Builder::new()
-        .prefix("tug-bench-scheduler-")
-        .tempdir_in(args.dir.clone().unwrap_or_else(std::env::temp_dir))
-        .map_err(ctx("temporary directory"))?;
-    let data_dir = dir.path().to_path_buf();
-    let server = tug_apiserver::server::start(ServerConfig {
-        datastore: tug_store::Datastore::Sqlite { path: data_dir.join("state.db") },
-        data_dir,
-        listen: "127.0.0.1:0".parse().map_err(ctx("listen address"))?,
-        compaction: tug_store::CompactionPolicy::default(),
-    })
-    .await
-    .map_err(ctx("starting the API server"))?;
+    let (_dir, server) = crate::api::start_server("tug-bench-scheduler-", args.dir.clone()).await?;
     eprintln!("scheduler e2e: server at {}", server.url);
     let result = e2e_on(&server, args).await;
     server.stop().await;
