@@ -38,6 +38,7 @@ impl Cluster {
             listen: "127.0.0.1:0".parse().expect("address"),
             datastore: tug_store::Datastore::Sqlite { path: data.join("state.db") },
             compaction: tug_store::CompactionPolicy::default(),
+            admission: tug_apiserver::Admission::default(),
         })
         .await
         .expect("the server starts");

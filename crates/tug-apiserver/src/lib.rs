@@ -79,6 +79,23 @@ pub struct Api {
     pub root_ca_pem: String,
     /// Flips to true when the server stops; open watches end.
     pub shutdown: tokio_watch::Receiver<bool>,
+    pub admission: Admission,
+}
+
+/// Settings of the built-in admission steps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Admission {
+    /// How long pods stay bound to a node that is not ready or unreachable before they are
+    /// evicted (Kubernetes' DefaultTolerationSeconds admission adds these tolerations to every
+    /// pod that does not set them; Kubernetes' default is 300 s, Tugboat's 10 s — see
+    /// ARCHITECTURE.md).
+    pub default_toleration_seconds: i64,
+}
+
+impl Default for Admission {
+    fn default() -> Admission {
+        Admission { default_toleration_seconds: 10 }
+    }
 }
 
 impl std::fmt::Debug for Api {
@@ -94,6 +111,7 @@ impl Api {
         tokens: HashMap<String, User>,
         root_ca_pem: String,
         shutdown: tokio_watch::Receiver<bool>,
+        admission: Admission,
     ) -> Result<Arc<Api>, tug_store::Error> {
         let cache = WatchCache::start(store.clone(), shutdown.clone()).await?;
         Ok(Arc::new(Api {
@@ -105,6 +123,7 @@ impl Api {
             tokens,
             root_ca_pem,
             shutdown,
+            admission,
         }))
     }
 

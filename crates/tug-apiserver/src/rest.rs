@@ -345,6 +345,7 @@ impl Api {
         defaults::apply_defaults(rt, &mut obj);
         if rt.kind == "Pod" {
             default_service_account(&mut obj);
+            default_toleration_seconds(&mut obj, self.admission.default_toleration_seconds);
         }
         if rt.kind == "Service" {
             self.services.allocate(&self.cache, &mut obj).map_err(|m| {
@@ -1097,6 +1098,28 @@ fn default_service_account(pod: &mut Value) {
     };
     spec.insert("serviceAccountName".into(), json!(name));
     spec.insert("serviceAccount".into(), json!(name));
+}
+
+/// Kubernetes' DefaultTolerationSeconds admission: a pod that does not say how long it stays on
+/// a node that is not ready or unreachable tolerates it for `seconds`, then is evicted.
+fn default_toleration_seconds(pod: &mut Value, seconds: i64) {
+    let Some(spec) = pod.get_mut("spec").and_then(Value::as_object_mut) else { return };
+    let tolerations = spec.entry("tolerations").or_insert_with(|| json!([]));
+    let Some(list) = tolerations.as_array_mut() else { return };
+    for taint in ["node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"] {
+        // Any toleration that covers the NoExecute taint counts, as in Kubernetes.
+        let covered = list.iter().any(|t| {
+            let key_ok = match t.get("key").and_then(Value::as_str) {
+                None | Some("") => t.get("operator").and_then(Value::as_str) == Some("Exists"),
+                Some(k) => k == taint,
+            };
+            let effect_ok = matches!(t.get("effect").and_then(Value::as_str), None | Some("") | Some("NoExecute"));
+            key_ok && effect_ok
+        });
+        if !covered {
+            list.push(json!({"key": taint, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": seconds}));
+        }
+    }
 }
 
 /// The Scale object of a workload.

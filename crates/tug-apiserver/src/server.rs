@@ -25,6 +25,7 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     pub datastore: Datastore,
     pub compaction: CompactionPolicy,
+    pub admission: crate::Admission,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -151,7 +152,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
         User { name: "system:tug-server".into(), groups: vec!["system:masters".into(), "system:authenticated".into()] },
     );
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let api = Api::new(store, tokens, pki.ca_cert_pem.clone(), shutdown_rx.clone()).await?;
+    let api = Api::new(store, tokens, pki.ca_cert_pem.clone(), shutdown_rx.clone(), config.admission.clone()).await?;
     bootstrap::ensure_defaults(&api, addr).await;
     bootstrap::spawn_namespace_finalizer(api.clone());
 

@@ -48,6 +48,7 @@ async fn start_server(data_dir: &Path) -> RunningServer {
         listen: "127.0.0.1:0".parse().expect("address"),
         datastore: tug_store::Datastore::Sqlite { path: data_dir.join("state.db") },
         compaction: tug_store::CompactionPolicy::default(),
+        admission: tug_apiserver::Admission::default(),
     })
     .await
     .expect("the server starts")

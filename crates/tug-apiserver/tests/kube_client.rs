@@ -70,6 +70,7 @@ async fn start_in(data_dir: &Path) -> (RunningServer, Client) {
         listen: "127.0.0.1:0".parse().expect("address"),
         datastore: tug_store::Datastore::Sqlite { path: data_dir.join("state.db") },
         compaction: tug_store::CompactionPolicy::default(),
+        admission: tug_apiserver::Admission::default(),
     })
     .await
     .expect("the server starts");
@@ -957,6 +958,7 @@ async fn an_etcd_backed_server_serves_and_keeps_objects() {
                 listen: "127.0.0.1:0".parse().expect("address"),
                 datastore,
                 compaction: tug_store::CompactionPolicy::default(),
+                admission: tug_apiserver::Admission::default(),
             })
             .await
             .expect("the server starts on etcd");

@@ -86,6 +86,7 @@ pub async fn start_server(prefix: &str, dir: Option<PathBuf>) -> Result<(tempfil
         data_dir,
         listen: "127.0.0.1:0".parse().map_err(ctx("listen address"))?,
         compaction: tug_store::CompactionPolicy::default(),
+        admission: tug_apiserver::Admission::default(),
     })
     .await
     .map_err(ctx("starting the API server"))?;

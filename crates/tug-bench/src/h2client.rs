@@ -265,6 +265,7 @@ mod tests {
             data_dir: dir.to_path_buf(),
             listen: "127.0.0.1:0".parse().expect("address"),
             compaction: tug_store::CompactionPolicy::default(),
+            admission: tug_apiserver::Admission::default(),
         })
         .await
         .expect("server starts")

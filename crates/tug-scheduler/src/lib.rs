@@ -2,12 +2,10 @@
 //!
 //! - [`core`] — the pure placement core: filters and scorers over a [`core::Snapshot`].
 //! - `queue` — the order pods are tried in (priority, then age) and their retry backoff.
-//! - `leader` — Lease-based leader election, so that of several servers one schedules.
 //! - `report` — Events and the `PodScheduled=False` condition, written in the background.
 //! - `run` — the loop tying them together: watchers, decisions, concurrent binds.
 
 pub mod core;
-mod leader;
 mod queue;
 mod report;
 mod run;

@@ -27,9 +27,9 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use crate::core::{self, NodeInfo, PodInfo, Snapshot, Strategy};
-use crate::leader::Elector;
 use crate::queue::SchedulingQueue;
 use crate::report::{self, PodRef, Report, Reporter};
+use tug_leader::Elector;
 
 /// How many binds may be under way at once.
 const MAX_IN_FLIGHT: usize = 256;
@@ -56,26 +56,11 @@ impl Default for SchedulerOptions {
         SchedulerOptions {
             strategy: Strategy::default(),
             scheduler_name: report::COMPONENT.into(),
-            identity: default_identity(),
+            identity: tug_leader::default_identity(),
             lease_namespace: "kube-system".into(),
             lease_name: "tug-scheduler".into(),
         }
     }
-}
-
-/// The host name plus something unique to this process, as kube-scheduler's `hostname_uuid`.
-fn default_identity() -> String {
-    let host = std::env::var("HOSTNAME")
-        .ok()
-        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
-        .map(|h| h.trim().to_string())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "tug".into());
-    // Unique within the process too: tests run several schedulers side by side.
-    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let nanos = jiff::Timestamp::now().as_nanosecond();
-    format!("{host}_{:x}{:x}-{n}", std::process::id(), nanos & 0xff_ffff)
 }
 
 /// Why the scheduler stopped before being asked to.

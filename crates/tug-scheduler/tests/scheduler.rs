@@ -159,6 +159,7 @@ async fn start_in(data_dir: &Path) -> (RunningServer, Client) {
         listen: "127.0.0.1:0".parse().expect("address"),
         datastore: tug_store::Datastore::Sqlite { path: data_dir.join("state.db") },
         compaction: tug_store::CompactionPolicy::default(),
+        admission: tug_apiserver::Admission::default(),
     })
     .await
     .expect("the server starts");

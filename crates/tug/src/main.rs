@@ -48,6 +48,13 @@ struct ServerArgs {
     /// (most allocated).
     #[arg(long, default_value = "spread", value_parser = ["spread", "binpack"])]
     scheduler_strategy: String,
+    /// Seconds a node's lease may go unrenewed before the node is marked unreachable and tainted.
+    #[arg(long, default_value_t = 20)]
+    node_grace: u64,
+    /// Seconds pods stay on an unreachable or not-ready node before eviction (added to every pod
+    /// that does not set its own toleration; Kubernetes' default is 300).
+    #[arg(long, default_value_t = 10)]
+    default_toleration_seconds: i64,
 }
 
 #[derive(Debug, Args)]
@@ -297,6 +304,7 @@ fn server(args: ServerArgs) -> ExitCode {
         listen,
         datastore,
         compaction: tug_store::CompactionPolicy::default(),
+        admission: tug_apiserver::Admission { default_toleration_seconds: args.default_toleration_seconds },
     };
     runtime.block_on(async {
         // Listen for SIGTERM/SIGINT before anything else, so a stop during start-up is a clean one.
@@ -340,10 +348,25 @@ fn server(args: ServerArgs) -> ExitCode {
                 }
             })
         };
+        let controllers = {
+            let client = kube::Client::new(server.local_service(), "default");
+            let options = tug_controllers::ControllerOptions {
+                node_grace: std::time::Duration::from_secs(args.node_grace),
+                ..Default::default()
+            };
+            let mut stopped = components_stopped.clone();
+            tokio::spawn(async move {
+                let shutdown = async move {
+                    let _ = stopped.wait_for(|s| *s).await;
+                };
+                tug_controllers::run(client, options, shutdown).await;
+            })
+        };
         stop.await;
         eprintln!("tug server: stopping");
         let _ = stop_components.send(true);
         let _ = scheduler.await;
+        let _ = controllers.await;
         server.stop().await;
         ExitCode::SUCCESS
     })

@@ -25,6 +25,7 @@ pub use node::{NodeInfo, Taint};
 pub use pod::PodInfo;
 pub use resources::{DEFAULT_MEMORY_REQUEST, DEFAULT_MILLI_CPU_REQUEST, Resources};
 pub use snapshot::Snapshot;
+pub use {labels::NodeTerm, pod::Toleration};
 
 /// How nodes that fit are ranked by their resources.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -1,5 +1,5 @@
 //! Leader election through a coordination.k8s.io/v1 Lease, as client-go's `leaderelection` does,
-//! so that of several servers exactly one schedules.
+//! so that of several servers exactly one schedules and one runs the controllers.
 //!
 //! A candidate takes the Lease when nobody holds it or when its record has not changed for a full
 //! `leaseDurationSeconds` as timed by the candidate's own clock (client-go's rule: it never
@@ -24,6 +24,21 @@ pub const RENEW_EVERY: Duration = Duration::from_secs(5);
 pub const RENEW_DEADLINE: Duration = Duration::from_secs(10);
 /// How often a follower looks whether the lease became free.
 pub const RETRY_EVERY: Duration = Duration::from_secs(2);
+
+/// The host name plus something unique to this process, as kube-scheduler's `hostname_uuid`.
+pub fn default_identity() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "tug".into());
+    // Unique within the process too: tests run several schedulers side by side.
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let nanos = jiff::Timestamp::now().as_nanosecond();
+    format!("{host}_{:x}{:x}-{n}", std::process::id(), nanos & 0xff_ffff)
+}
 
 /// What a candidate should do about the lease it just read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -176,7 +191,7 @@ impl Elector {
         match written {
             Ok(lease) => {
                 if decision != Decision::Renew {
-                    tracing::info!(lease = %self.name, identity = %self.identity, "became the scheduling leader");
+                    tracing::info!(lease = %self.name, identity = %self.identity, "became the leader");
                 }
                 self.observed = Some((record_key(lease.spec.as_ref()), Instant::now()));
                 Ok(true)
@@ -201,9 +216,9 @@ impl Elector {
             self.api.replace(&self.name, &PostParams::default(), &lease).await.map(drop)
         };
         match tokio::time::timeout(RENEW_DEADLINE, result).await {
-            Ok(Ok(())) => tracing::info!(lease = %self.name, "released the scheduling lease"),
-            Ok(Err(e)) => tracing::warn!(lease = %self.name, error = %e, "could not release the scheduling lease"),
-            Err(_) => tracing::warn!(lease = %self.name, "releasing the scheduling lease timed out"),
+            Ok(Ok(())) => tracing::info!(lease = %self.name, "released the lease"),
+            Ok(Err(e)) => tracing::warn!(lease = %self.name, error = %e, "could not release the lease"),
+            Err(_) => tracing::warn!(lease = %self.name, "releasing the lease timed out"),
         }
     }
 }
