@@ -11,6 +11,7 @@
 //! - [`job`], [`cronjob`] (with [`cron`] schedules) — batch work.
 //! - [`gc`] — garbage collection through ownerReferences; [`nodelifecycle`] — silent nodes
 //!   tainted and their pods evicted.
+//! - [`disruption`] — PodDisruptionBudget status, which evictions (`kubectl drain`) obey.
 //! - [`events`] — Events about what the controllers did.
 
 pub mod claim;
@@ -18,6 +19,7 @@ pub mod cron;
 pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
+pub mod disruption;
 pub mod events;
 pub mod gc;
 pub mod job;
@@ -35,6 +37,7 @@ use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet}
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, PersistentVolumeClaim, Pod};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::Api;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -127,6 +130,7 @@ async fn run_controllers(client: kube::Client, options: ControllerOptions) {
     let mut claims = Informer::<PersistentVolumeClaim>::new(Api::all(client.clone()));
     let mut nodes = Informer::<Node>::new(Api::all(client.clone()));
     let mut leases = Informer::<Lease>::new(Api::namespaced(client.clone(), "kube-node-lease"));
+    let mut budgets = Informer::<PodDisruptionBudget>::new(Api::all(client.clone()));
 
     let replicaset = replicaset::Controller::new(client.clone(), &mut replicasets, &mut pods);
     let deployment = deployment::Controller::new(client.clone(), &mut deployments, &mut replicasets, &mut pods);
@@ -136,6 +140,8 @@ async fn run_controllers(client: kube::Client, options: ControllerOptions) {
     let cronjob = cronjob::Controller::new(client.clone(), options.clock.clone(), &mut cronjobs, &mut jobs);
     let nodelifecycle =
         nodelifecycle::Controller::new(client.clone(), options.node_grace, &mut nodes, &mut leases, &mut pods);
+    let disruption =
+        disruption::Controller::new(client.clone(), &mut budgets, &mut pods, &replicasets, &deployments, &statefulsets);
     let mut collector = gc::Builder::new(client.clone());
     collector.watch(&mut pods, true);
     collector.watch(&mut replicasets, true);
@@ -159,6 +165,7 @@ async fn run_controllers(client: kube::Client, options: ControllerOptions) {
     tasks.spawn(claims.run());
     tasks.spawn(nodes.run());
     tasks.spawn(leases.run());
+    tasks.spawn(budgets.run());
     tasks.spawn(replicaset.run(workers));
     tasks.spawn(deployment.run(workers));
     tasks.spawn(statefulset.run(workers));
@@ -166,6 +173,7 @@ async fn run_controllers(client: kube::Client, options: ControllerOptions) {
     tasks.spawn(job.run(workers));
     tasks.spawn(cronjob.run(workers));
     tasks.spawn(nodelifecycle.run(workers));
+    tasks.spawn(disruption.run(workers));
     tasks.spawn(collector.run(workers));
     // The tasks run until this future is dropped (shutdown or lost leadership): JoinSet aborts them.
     while tasks.join_next().await.is_some() {}

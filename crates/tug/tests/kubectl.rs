@@ -539,3 +539,148 @@ fn mistakes_exit_1_with_the_kubernetes_reason_and_the_object() {
         assert!(run.stderr.contains(message), "kubectl {args:?} should say {message:?}\n{run}");
     }
 }
+
+/// A `tug sim` process (hollow nodes), killed when dropped.
+struct Sim(Child);
+
+impl Drop for Sim {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl TugServer {
+    fn sim(&self, prefix: &str, nodes: usize) -> Sim {
+        let child = Command::new(env!("CARGO_BIN_EXE_tug"))
+            .args(["sim", "--server", &format!("https://127.0.0.1:{}", self.process.port()), "--token-file"])
+            .arg(self.process.data_dir().join("node-token"))
+            .args(["--nodes", &nodes.to_string(), "--name-prefix", prefix, "--ready-delay-ms", "100"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start tug sim");
+        Sim(child)
+    }
+}
+
+const ROLLOUT_MANIFEST: &str = "\
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+spec:
+  replicas: 3
+  selector:
+    matchLabels:
+      app: web
+  template:
+    metadata:
+      labels:
+        app: web
+    spec:
+      containers:
+      - name: main
+        image: busybox:1
+---
+apiVersion: policy/v1
+kind: PodDisruptionBudget
+metadata:
+  name: web
+spec:
+  minAvailable: 2
+  selector:
+    matchLabels:
+      app: web
+";
+
+/// The issue 5 kubectl scenario on hollow nodes: `rollout status` ends, `history` lists the
+/// revisions, `undo` (also `--to-revision`) restores a template, `pause`/`resume`/`restart`, and
+/// `drain` evicts a node's pods within the disruption budget.
+#[test]
+fn rollout_status_history_undo_pause_restart_and_drain() {
+    let server = TugServer::start();
+    let _nodes = server.sim("k", 3);
+    wait_for("three hollow nodes", STARTUP_DEADLINE, || {
+        let out = server.ok(&["get", "nodes", "-o", "name"]);
+        if lines(&out).len() == 3 { Ok(()) } else { Err(out) }
+    })
+    .expect("nodes register");
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let manifest = write_manifest(dir.path(), "web.yaml", ROLLOUT_MANIFEST);
+    server.ok(&["apply", "-f", &manifest]);
+    let status = server.ok(&["rollout", "status", "deployment/web", "--timeout=60s"]);
+    assert!(status.contains("successfully rolled out"), "{status}");
+
+    server.ok(&["set", "image", "deployment/web", "main=busybox:2"]);
+    let status = server.ok(&["rollout", "status", "deployment/web", "--timeout=60s"]);
+    assert!(status.contains("successfully rolled out"), "{status}");
+    let history = server.ok(&["rollout", "history", "deployment/web"]);
+    let revisions: Vec<&str> = lines(&history).iter().filter_map(|l| l.split_whitespace().next()).collect();
+    assert!(revisions.contains(&"1") && revisions.contains(&"2"), "{history}");
+    let image = "jsonpath={.spec.template.spec.containers[0].image}";
+
+    server.ok(&["rollout", "undo", "deployment/web"]);
+    server.ok(&["rollout", "status", "deployment/web", "--timeout=60s"]);
+    assert_eq!(server.ok(&["get", "deployment", "web", "-o", image]), "busybox:1");
+    server.ok(&["rollout", "undo", "deployment/web", "--to-revision=2"]);
+    server.ok(&["rollout", "status", "deployment/web", "--timeout=60s"]);
+    assert_eq!(server.ok(&["get", "deployment", "web", "-o", image]), "busybox:2");
+
+    // Paused: a template change makes no new ReplicaSet until resumed.
+    server.ok(&["rollout", "pause", "deployment/web"]);
+    let sets_before = lines(&server.ok(&["get", "rs", "-l", "app=web", "-o", "name"])).len();
+    server.ok(&["set", "image", "deployment/web", "main=busybox:3"]);
+    wait_for("the paused deployment to be observed", STARTUP_DEADLINE, || {
+        let reason = server.ok(&[
+            "get",
+            "deployment",
+            "web",
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"Progressing\")].reason}",
+        ]);
+        let generation = server.ok(&[
+            "get",
+            "deployment",
+            "web",
+            "-o",
+            "jsonpath={.metadata.generation}/{.status.observedGeneration}",
+        ]);
+        let (g, o) = generation.split_once('/').unwrap_or_default();
+        if reason == "DeploymentPaused" && g == o { Ok(()) } else { Err(format!("{reason} {generation}")) }
+    })
+    .expect("the controller sees the paused deployment");
+    assert_eq!(
+        lines(&server.ok(&["get", "rs", "-l", "app=web", "-o", "name"])).len(),
+        sets_before,
+        "no rollout while paused"
+    );
+    server.ok(&["rollout", "resume", "deployment/web"]);
+    server.ok(&["rollout", "status", "deployment/web", "--timeout=60s"]);
+    assert_eq!(server.ok(&["get", "deployment", "web", "-o", image]), "busybox:3");
+
+    server.ok(&["rollout", "restart", "deployment/web"]);
+    let status = server.ok(&["rollout", "status", "deployment/web", "--timeout=60s"]);
+    assert!(status.contains("successfully rolled out"), "{status}");
+    let restarted = server.ok(&["get", "deployment", "web", "-o", "jsonpath={.spec.template.metadata.annotations}"]);
+    assert!(restarted.contains("kubectl.kubernetes.io/restartedAt"), "{restarted}");
+
+    // Drain the node with the most web pods: they leave (within the budget), it is cordoned.
+    let placement =
+        server.ok(&["get", "pods", "-l", "app=web", "-o", "jsonpath={range .items[*]}{.spec.nodeName}{\"\\n\"}{end}"]);
+    let mut counts: HashMap<&str, usize> = HashMap::new();
+    for node in lines(&placement) {
+        *counts.entry(node).or_default() += 1;
+    }
+    let (busiest, _) = counts.iter().max_by_key(|(_, n)| **n).expect("web pods are placed");
+    let busiest = busiest.to_string();
+    let drained = server.ok(&["drain", &busiest, "--ignore-daemonsets", "--timeout=60s"]);
+    assert!(drained.contains(&format!("node/{busiest} drained")), "{drained}");
+    assert_eq!(server.ok(&["get", "node", &busiest, "-o", "jsonpath={.spec.unschedulable}"]), "true");
+    server.ok(&["rollout", "status", "deployment/web", "--timeout=60s"]);
+    let placement =
+        server.ok(&["get", "pods", "-l", "app=web", "-o", "jsonpath={range .items[*]}{.spec.nodeName}{\"\\n\"}{end}"]);
+    assert!(!lines(&placement).contains(&busiest.as_str()), "pods left the drained node: {placement}");
+    server.ok(&["uncordon", &busiest]);
+    assert_eq!(server.ok(&["get", "node", &busiest, "-o", "jsonpath={.spec.unschedulable}"]), "");
+}
