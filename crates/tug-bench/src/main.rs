@@ -2,6 +2,7 @@
 //! stderr and ends with ONE line of JSON holding its figures on stdout.
 
 mod api;
+mod controllers;
 mod h2client;
 mod scheduler;
 mod store;
@@ -24,6 +25,9 @@ enum Bench {
     /// The scheduler: its placement core alone, and end to end through the API server with
     /// hollow nodes.
     Scheduler(scheduler::SchedulerArgs),
+    /// The controllers with hollow nodes: Deployments until available, a rolling update, a
+    /// node's failure until its pods run elsewhere.
+    Controllers(controllers::ControllersArgs),
 }
 
 fn main() {
@@ -33,6 +37,7 @@ fn main() {
         Bench::Store(args) => runtime.block_on(store::run(args)),
         Bench::Api(args) => runtime.block_on(api::run(args)),
         Bench::Scheduler(args) => runtime.block_on(scheduler::run(args)),
+        Bench::Controllers(args) => runtime.block_on(controllers::run(args)),
     };
     match figures {
         Ok(json) => println!("{json}"),

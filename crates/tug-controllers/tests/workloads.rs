@@ -412,4 +412,20 @@ async fn pods_of_a_stopped_node_come_back_elsewhere() {
     assert!(taints.iter().any(|t| t.key == "node.kubernetes.io/unreachable" && t.effect == "NoExecute"), "{taints:?}");
     let ready = node.status.and_then(|s| s.conditions).unwrap_or_default().into_iter().find(|c| c.type_ == "Ready");
     assert_eq!(ready.map(|c| c.status).as_deref(), Some("Unknown"));
+
+    // The node comes back: its lease is renewed again, so it is Ready and untainted.
+    let _back = cluster.nodes("doomed", 1);
+    eventually("the node back without its taints", DEADLINE, || async {
+        let node = nodes.get("doomed-0").await.map_err(|e| e.to_string())?;
+        let tainted = node
+            .spec
+            .and_then(|s| s.taints)
+            .unwrap_or_default()
+            .iter()
+            .any(|t| t.key.starts_with("node.kubernetes.io/"));
+        let ready = node.status.and_then(|s| s.conditions).unwrap_or_default().into_iter().find(|c| c.type_ == "Ready");
+        let ready = ready.map(|c| c.status).unwrap_or_default();
+        if !tainted && ready == "True" { Ok(()) } else { Err(format!("tainted {tainted}, ready {ready}")) }
+    })
+    .await;
 }

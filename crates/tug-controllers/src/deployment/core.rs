@@ -871,3 +871,226 @@ fn set_condition(
     remove_condition(status, type_);
     status.conditions.get_or_insert_with(Vec::new).push(c);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::apps::v1::{DeploymentSpec, DeploymentStrategy, ReplicaSetStatus, RollingUpdateDeployment};
+    use k8s_openapi::api::core::v1::{Container, PodSpec};
+
+    fn at(s: i64) -> jiff::Timestamp {
+        jiff::Timestamp::from_second(s).unwrap()
+    }
+
+    fn template(image: &str) -> PodTemplateSpec {
+        PodTemplateSpec {
+            metadata: Some(ObjectMeta { labels: Some([("app".into(), "web".into())].into()), ..ObjectMeta::default() }),
+            spec: Some(PodSpec {
+                containers: vec![Container { name: "main".into(), image: Some(image.into()), ..Container::default() }],
+                ..PodSpec::default()
+            }),
+        }
+    }
+
+    fn deployment(replicas: i32, image: &str, surge: i32, unavailable: i32) -> Deployment {
+        Deployment {
+            metadata: ObjectMeta {
+                name: Some("web".into()),
+                namespace: Some("ns".into()),
+                uid: Some("d-uid".into()),
+                generation: Some(2),
+                ..ObjectMeta::default()
+            },
+            spec: Some(DeploymentSpec {
+                replicas: Some(replicas),
+                selector: LabelSelector {
+                    match_labels: Some([("app".into(), "web".into())].into()),
+                    match_expressions: None,
+                },
+                template: template(image),
+                progress_deadline_seconds: Some(600),
+                strategy: Some(DeploymentStrategy {
+                    type_: Some("RollingUpdate".into()),
+                    rolling_update: Some(RollingUpdateDeployment {
+                        max_surge: Some(IntOrString::Int(surge)),
+                        max_unavailable: Some(IntOrString::Int(unavailable)),
+                    }),
+                }),
+                ..DeploymentSpec::default()
+            }),
+            status: None,
+        }
+    }
+
+    /// A ReplicaSet of the Deployment with `replicas` (spec) of which `available` are available.
+    fn set(name: &str, image: &str, revision: i64, replicas: i32, available: i32, created: i64) -> ReplicaSet {
+        let mut t = template(image);
+        t.metadata.as_mut().unwrap().labels.as_mut().unwrap().insert(POD_TEMPLATE_HASH.into(), name.into());
+        ReplicaSet {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                uid: Some(format!("{name}-uid")),
+                creation_timestamp: Some(Time(at(created))),
+                annotations: Some(BTreeMap::from([
+                    (REVISION.into(), revision.to_string()),
+                    (DESIRED_REPLICAS.into(), "4".into()),
+                    (MAX_REPLICAS.into(), "5".into()),
+                ])),
+                generation: Some(1),
+                ..ObjectMeta::default()
+            },
+            spec: Some(ReplicaSetSpec { replicas: Some(replicas), template: Some(t), ..ReplicaSetSpec::default() }),
+            status: Some(ReplicaSetStatus {
+                replicas,
+                ready_replicas: Some(available),
+                available_replicas: Some(available),
+                observed_generation: Some(1),
+                ..ReplicaSetStatus::default()
+            }),
+        }
+    }
+
+    fn observe<'a>(d: &'a Deployment, sets: &[&'a ReplicaSet]) -> Plan {
+        reconcile(&Observed { deployment: d, sets: sets.to_vec(), unfinished_pods: BTreeMap::new(), now: at(1000) })
+    }
+
+    fn scaled(plan: &Plan) -> Vec<(String, i32)> {
+        plan.actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::UpdateSet { name, replicas, .. } => Some((name.clone(), *replicas)),
+                Action::CreateSet(s) => {
+                    Some((s.metadata.name.clone().unwrap(), s.spec.as_ref().unwrap().replicas.unwrap()))
+                }
+                Action::DeleteSet { .. } => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn fenceposts_round_surge_up_and_unavailability_down_never_both_zero() {
+        let pct = |p: &str| Some(IntOrString::String(p.into()));
+        assert_eq!(scaled_value(pct("25%").as_ref(), 0, 10, true), 3);
+        assert_eq!(scaled_value(pct("25%").as_ref(), 0, 10, false), 2);
+        assert_eq!(scaled_value(None, 25, 1000, true), 250);
+        assert_eq!(fenceposts(&deployment(4, "a", 0, 0)), (0, 1));
+    }
+
+    #[test]
+    fn a_new_template_creates_a_set_within_the_surge_with_the_next_revision() {
+        let mut d = deployment(4, "v2", 1, 1);
+        // As the last rollout left it: all four pods on the (then new) set.
+        d.status = Some(DeploymentStatus {
+            replicas: Some(4),
+            updated_replicas: Some(4),
+            ready_replicas: Some(4),
+            available_replicas: Some(4),
+            ..DeploymentStatus::default()
+        });
+        let old = set("old", "v1", 1, 4, 4, 1);
+        let plan = observe(&d, &[&old]);
+        let Some(Action::CreateSet(created)) = plan.actions.first() else { panic!("{:?}", plan.actions) };
+        assert_eq!(created.spec.as_ref().unwrap().replicas, Some(1), "4 + surge 1 - 4 existing");
+        assert_eq!(created.metadata.annotations.as_ref().unwrap()[REVISION], "2");
+        assert!(created.metadata.name.as_deref().unwrap().starts_with("web-"));
+        let hash = &created.spec.as_ref().unwrap().selector.match_labels.as_ref().unwrap()[POD_TEMPLATE_HASH];
+        assert!(created.metadata.name.as_deref().unwrap().ends_with(hash.as_str()));
+        assert_eq!(plan.revision.as_deref(), Some("2"));
+        let progressing = plan.status.conditions.iter().flatten().find(|c| c.type_ == "Progressing").unwrap();
+        assert_eq!(progressing.reason.as_deref(), Some("NewReplicaSetCreated"));
+    }
+
+    #[test]
+    fn old_sets_shrink_only_as_far_as_availability_allows() {
+        let d = deployment(4, "v2", 1, 1);
+        let old = set("old", "v1", 1, 4, 4, 1);
+        // The new set has its surge pod, not yet available: one old pod may go (unavailable 1).
+        let new = set("new", "v2", 2, 1, 0, 2);
+        assert_eq!(scaled(&observe(&d, &[&old, &new])), vec![("old".to_string(), 3)]);
+        // Nothing available to spare: an unavailable new pod and an old one down already.
+        let old = set("old", "v1", 1, 3, 3, 1);
+        let new = set("new", "v2", 2, 2, 0, 2);
+        assert_eq!(scaled(&observe(&d, &[&old, &new])), vec![]);
+        // Unhealthy old pods go first, they cost no availability; healthy ones wait.
+        let old = set("old", "v1", 1, 3, 1, 1);
+        let new = set("new", "v2", 2, 2, 2, 2);
+        assert_eq!(scaled(&observe(&d, &[&old, &new])), vec![("old".to_string(), 1)]);
+    }
+
+    #[test]
+    fn a_finished_rollout_is_complete_and_prunes_history() {
+        let mut d = deployment(4, "v2", 1, 1);
+        d.spec.as_mut().unwrap().revision_history_limit = Some(1);
+        let sets: Vec<ReplicaSet> = (1..=3).map(|r| set(&format!("old{r}"), &format!("v1.{r}"), r, 0, 0, r)).collect();
+        let new = set("new", "v2", 4, 4, 4, 10);
+        let mut all: Vec<&ReplicaSet> = sets.iter().collect();
+        all.push(&new);
+        let plan = observe(&d, &all);
+        let deleted: Vec<&str> = plan
+            .actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::DeleteSet { name, .. } => Some(name.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(deleted, ["old1", "old2"], "the oldest revisions beyond the limit");
+        let s = &plan.status;
+        assert_eq!((s.replicas, s.updated_replicas, s.available_replicas), (Some(4), Some(4), Some(4)));
+        let progressing = s.conditions.iter().flatten().find(|c| c.type_ == "Progressing").unwrap();
+        assert_eq!(progressing.reason.as_deref(), Some("NewReplicaSetAvailable"));
+        let available = s.conditions.iter().flatten().find(|c| c.type_ == "Available").unwrap();
+        assert_eq!(available.status, "True");
+    }
+
+    #[test]
+    fn resizing_mid_rollout_shares_the_change_in_proportion() {
+        // 10 replicas, surge 3: sets of 7 (old) and 6 (new) were sized for 13 pods in all.
+        let mut d = deployment(20, "v2", 3, 0);
+        d.spec.as_mut().unwrap().strategy.as_mut().unwrap().rolling_update.as_mut().unwrap().max_surge =
+            Some(IntOrString::Int(3));
+        let mut old = set("old", "v1", 1, 7, 7, 1);
+        let mut new = set("new", "v2", 2, 6, 0, 2);
+        for s in [&mut old, &mut new] {
+            let a = s.metadata.annotations.as_mut().unwrap();
+            a.insert(DESIRED_REPLICAS.into(), "10".into());
+            a.insert(MAX_REPLICAS.into(), "13".into());
+        }
+        let sizes: BTreeMap<String, i32> = scaled(&observe(&d, &[&old, &new])).into_iter().collect();
+        // 23 allowed now: +10 shared as 7/13 and 6/13 of 23.
+        assert_eq!(sizes.values().sum::<i32>(), 23, "{sizes:?}");
+        assert_eq!(sizes["old"], 12);
+        assert_eq!(sizes["new"], 11);
+    }
+
+    #[test]
+    fn a_stalled_rollout_times_out_and_pausing_shows() {
+        let mut d = deployment(4, "v2", 1, 0);
+        d.spec.as_mut().unwrap().progress_deadline_seconds = Some(10);
+        // Nothing changed since the last progress, 100 s ago.
+        d.status = Some(DeploymentStatus {
+            replicas: Some(5),
+            updated_replicas: Some(1),
+            ready_replicas: Some(4),
+            available_replicas: Some(4),
+            conditions: Some(vec![new_condition("Progressing", "True", "ReplicaSetUpdated", "x", at(900))]),
+            ..DeploymentStatus::default()
+        });
+        let old = set("old", "v1", 1, 4, 4, 1);
+        let new = set("new", "v2", 2, 1, 0, 2);
+        let plan = observe(&d, &[&old, &new]);
+        let progressing = plan.status.conditions.iter().flatten().find(|c| c.type_ == "Progressing").unwrap();
+        assert_eq!(
+            (progressing.status.as_str(), progressing.reason.as_deref()),
+            ("False", Some("ProgressDeadlineExceeded")),
+            "{:?}",
+            plan
+        );
+        d.spec.as_mut().unwrap().paused = Some(true);
+        d.status = None;
+        let plan = observe(&d, &[&old, &new]);
+        let progressing = plan.status.conditions.iter().flatten().find(|c| c.type_ == "Progressing").unwrap();
+        assert_eq!(progressing.reason.as_deref(), Some("DeploymentPaused"));
+        assert!(plan.actions.iter().all(|a| !matches!(a, Action::CreateSet(_))));
+    }
+}
