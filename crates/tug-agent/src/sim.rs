@@ -113,8 +113,12 @@ const MAX_IN_FLIGHT: usize = 32;
 struct Shared {
     client: kube::Client,
     options: SimOptions,
-    /// Bounds concurrent writes.
+    /// Bounds concurrent writes of pod and node status.
     writes: Semaphore,
+    /// Lease renewals have a pool of their own: on a real cluster every kubelet renews its lease
+    /// independently of the pod updates it is busy with, so a backlog of pod writes must not
+    /// make live nodes look dead.
+    heartbeats: Semaphore,
     /// When the sim started (boot time of its nodes).
     started: jiff::Timestamp,
 }
@@ -130,8 +134,13 @@ pub async fn run(
         return Err(SimError::Options(problem));
     }
     let (hollow, existing) = plan_nodes(&client, &options).await?;
-    let shared =
-        Arc::new(Shared { client, options, writes: Semaphore::new(MAX_IN_FLIGHT), started: jiff::Timestamp::now() });
+    let shared = Arc::new(Shared {
+        client,
+        options,
+        writes: Semaphore::new(MAX_IN_FLIGHT),
+        heartbeats: Semaphore::new(MAX_IN_FLIGHT),
+        started: jiff::Timestamp::now(),
+    });
     tracing::info!(nodes = hollow.len(), prefix = %shared.options.name_prefix, "hollow nodes starting");
 
     let progress = Arc::new(nodes::Progress::new(hollow.len()));
@@ -263,7 +272,24 @@ fn api_code(e: &kube::Error) -> Option<u16> {
 const ATTEMPTS: u32 = 8;
 
 /// Runs a write with a permit from the shared pool, repeating transient failures with backoff.
-async fn write<T, F, Fut>(shared: &Shared, mut op: F) -> Result<T, kube::Error>
+async fn write<T, F, Fut>(shared: &Shared, op: F) -> Result<T, kube::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, kube::Error>>,
+{
+    write_with(&shared.writes, op).await
+}
+
+/// A lease renewal: like [`write`], from the heartbeat pool.
+async fn heartbeat<T, F, Fut>(shared: &Shared, op: F) -> Result<T, kube::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, kube::Error>>,
+{
+    write_with(&shared.heartbeats, op).await
+}
+
+async fn write_with<T, F, Fut>(pool: &Semaphore, mut op: F) -> Result<T, kube::Error>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, kube::Error>>,
@@ -273,7 +299,7 @@ where
     loop {
         let result = {
             // A closed semaphore never happens (it lives as long as the sim); go on unbounded.
-            let _permit = shared.writes.acquire().await.ok();
+            let _permit = pool.acquire().await.ok();
             op().await
         };
         match result {

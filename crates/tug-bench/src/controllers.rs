@@ -210,6 +210,14 @@ async fn phases(
         .await?;
     let pods_available_s = started.elapsed().as_secs_f64();
     eprintln!("{total} pods available in {pods_available_s:.1} s");
+    // Live nodes taken for dead under load (their lease renewals starved) would cost pods.
+    let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(client.clone(), "default");
+    let false_alarms = events
+        .list(&ListParams::default().fields("reason=NodeNotReady"))
+        .await
+        .map_err(ctx("listing node events"))?
+        .items
+        .len();
 
     // Phase 2: a rolling update of one Deployment.
     let started = Instant::now();
@@ -266,6 +274,7 @@ async fn phases(
         "deployments": args.deployments,
         "replicas": args.replicas,
         "pods_on_failed_node": on_doomed,
+        "live_nodes_marked_not_ready": false_alarms,
     })
     .to_string())
 }

@@ -12,7 +12,7 @@ use kube::api::{Api, Patch, PatchParams};
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
-use crate::pods::{is_deleting, selects};
+use crate::pods::is_deleting;
 use crate::runtime::Cache;
 
 /// The dependents `owner` controls after adopting matching orphans and releasing non-matching
@@ -28,9 +28,14 @@ where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
 {
     let namespace = owner.namespace.as_deref().unwrap_or_default();
+    // Parsed once: a 1,000-replica set checks 1,000 pods per sync.
+    let matcher = selector.and_then(crate::pods::selector);
+    static NO_LABELS: std::collections::BTreeMap<String, String> = std::collections::BTreeMap::new();
+    let selects =
+        |meta: &ObjectMeta| matcher.as_ref().is_some_and(|m| m.matches(meta.labels.as_ref().unwrap_or(&NO_LABELS)));
     let mut claimed = Vec::new();
     for dependent in cache.controlled_by(&owner_ref.uid) {
-        if selects(selector, dependent.meta().labels.as_ref()) || is_deleting(dependent.meta()) {
+        if selects(dependent.meta()) || is_deleting(dependent.meta()) {
             claimed.push(dependent);
         } else {
             release(api, dependent.meta(), &owner_ref.uid).await?;
@@ -41,7 +46,7 @@ where
     }
     for orphan in cache.orphans_in(namespace) {
         let meta = orphan.meta();
-        if is_deleting(meta) || !selects(selector, meta.labels.as_ref()) {
+        if is_deleting(meta) || !selects(meta) {
             continue;
         }
         match adopt(api, meta, owner_ref).await {

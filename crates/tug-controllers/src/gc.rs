@@ -107,11 +107,14 @@ pub fn decide_owner(owner: &ObjectMeta, dependents: &[ObjectMeta]) -> OwnerActio
     OwnerAction::Nothing
 }
 
+/// Reads an object's metadata from one kind's cache.
+type Lookup = Box<dyn Fn(&Key) -> Option<ObjectMeta> + Send + Sync>;
+
 /// One watched kind: how to read its cache and reach its API.
 struct Kind {
     resource: ApiResource,
     namespaced: bool,
-    lookup: Box<dyn Fn(&Key) -> Option<ObjectMeta> + Send + Sync>,
+    lookup: Lookup,
 }
 
 #[derive(Debug, Default)]
@@ -432,9 +435,12 @@ mod tests {
         };
         let blocking = ObjectMeta { owner_references: Some(vec![owner_ref("o", true)]), ..ObjectMeta::default() };
         let free = ObjectMeta { owner_references: Some(vec![owner_ref("o", false)]), ..ObjectMeta::default() };
-        assert_eq!(decide_owner(&deleting(FOREGROUND), &[blocking.clone()]), OwnerAction::WaitForDependents);
+        assert_eq!(
+            decide_owner(&deleting(FOREGROUND), std::slice::from_ref(&blocking)),
+            OwnerAction::WaitForDependents
+        );
         assert_eq!(decide_owner(&deleting(FOREGROUND), &[free]), OwnerAction::FinishForeground);
-        assert_eq!(decide_owner(&deleting(ORPHAN), &[blocking.clone()]), OwnerAction::Orphan);
+        assert_eq!(decide_owner(&deleting(ORPHAN), std::slice::from_ref(&blocking)), OwnerAction::Orphan);
         assert_eq!(decide_owner(&ObjectMeta::default(), &[blocking]), OwnerAction::Nothing);
     }
 }

@@ -74,7 +74,7 @@ pub fn taints_for(current: &[Taint], reachable: bool, now: jiff::Timestamp) -> V
                 key: UNREACHABLE.into(),
                 effect: effect.into(),
                 value: None,
-                time_added: (effect == "NoExecute").then(|| Time(now)),
+                time_added: (effect == "NoExecute").then_some(Time(now)),
             }));
         }
     }

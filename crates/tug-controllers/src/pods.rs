@@ -53,7 +53,7 @@ pub fn is_available(pod: &Pod, min_ready_seconds: i32, now: jiff::Timestamp) -> 
 /// When a ready pod becomes available, if it is not yet (for requeueing at the right moment).
 pub fn available_at(pod: &Pod, min_ready_seconds: i32) -> Option<jiff::Timestamp> {
     let since = ready_since(pod)?;
-    Some(since.saturating_add(jiff::SignedDuration::from_secs(i64::from(min_ready_seconds.max(0)))).ok()?)
+    since.saturating_add(jiff::SignedDuration::from_secs(i64::from(min_ready_seconds.max(0)))).ok()
 }
 
 /// The owner reference with `controller: true`, if any.
@@ -256,7 +256,7 @@ mod tests {
             .iter()
             .map(|p| (p.spec.as_ref().unwrap().node_name.is_some(), phase(p).to_string(), ready_since(p)))
             .collect();
-        assert_eq!(order[0].0, false, "the unplaced pod goes first");
+        assert!(!order[0].0, "the unplaced pod goes first");
         assert_eq!(order[1].1, "Pending");
         assert_eq!(order[2].2, None, "then the running but unready one");
         assert_eq!(order[3].2, Some(jiff::Timestamp::from_second(200).unwrap()), "then the one ready for less time");
@@ -284,8 +284,10 @@ mod tests {
     #[test]
     fn template_hash_is_stable_and_changes_with_the_template() {
         let a = PodTemplateSpec::default();
-        let mut b = PodTemplateSpec::default();
-        b.metadata = Some(ObjectMeta { labels: Some([("v".into(), "2".into())].into()), ..ObjectMeta::default() });
+        let b = PodTemplateSpec {
+            metadata: Some(ObjectMeta { labels: Some([("v".into(), "2".into())].into()), ..ObjectMeta::default() }),
+            ..PodTemplateSpec::default()
+        };
         assert_eq!(template_hash(&a, None), template_hash(&a, None));
         assert_ne!(template_hash(&a, None), template_hash(&b, None));
         assert_ne!(template_hash(&a, None), template_hash(&a, Some(1)));

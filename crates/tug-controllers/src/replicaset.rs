@@ -204,7 +204,7 @@ impl Controller {
                     if pods::is_deleting(&pod.metadata) {
                         self.expectations.deletion_observed(&owner, pod.metadata.uid.as_deref().unwrap_or_default());
                     }
-                    self.queue.add(owner);
+                    self.queue.add_batched(owner);
                 }
                 None => self.enqueue_selecting(pod),
             },
@@ -220,10 +220,10 @@ impl Controller {
                 if was != is
                     && let Some(was) = was
                 {
-                    self.queue.add(was);
+                    self.queue.add_batched(was);
                 }
                 match is {
-                    Some(owner) => self.queue.add(owner),
+                    Some(owner) => self.queue.add_batched(owner),
                     None if old.metadata.labels != pod.metadata.labels || was_controlled => self.enqueue_selecting(pod),
                     None => {}
                 }
@@ -231,7 +231,7 @@ impl Controller {
             (Some(pod), None) => {
                 if let Some(owner) = Self::owner_key(pod) {
                     self.expectations.deletion_observed(&owner, pod.metadata.uid.as_deref().unwrap_or_default());
-                    self.queue.add(owner);
+                    self.queue.add_batched(owner);
                 }
             }
             (None, None) => {}
@@ -246,7 +246,7 @@ impl Controller {
         let ns = pod.metadata.namespace.as_deref().unwrap_or_default();
         for set in self.sets.list_namespace(ns) {
             if pods::selects(set.spec.as_ref().map(|s| &s.selector), pod.metadata.labels.as_ref()) {
-                self.queue.add(Key::of(set.as_ref()));
+                self.queue.add_batched(Key::of(set.as_ref()));
             }
         }
     }

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use super::objects::{
     HollowNode, LEASE_NAMESPACE, boot_id, existing_node_patch, lease_object, lease_spec, node_object, node_status,
 };
-use super::{ExistingNode, Shared, SimError, api_code, write};
+use super::{ExistingNode, Shared, SimError, api_code, heartbeat, write};
 
 /// How often a node re-posts its status although nothing changed (the kubelet's
 /// `nodeStatusReportFrequency`); liveness itself is the lease.
@@ -140,12 +140,12 @@ async fn renew_lease(shared: &Shared, name: &str, node_uid: Option<&str>) -> Res
     let leases: Api<Lease> = Api::namespaced(shared.client.clone(), LEASE_NAMESPACE);
     let now = Timestamp::now();
     let (params, patch) = (PatchParams::default(), Patch::Merge(json!({"spec": lease_spec(name, now)})));
-    match write(shared, || leases.patch(name, &params, &patch)).await {
+    match heartbeat(shared, || leases.patch(name, &params, &patch)).await {
         Err(e) if api_code(&e) == Some(404) => {
             let lease: Lease =
                 serde_json::from_value(lease_object(name, node_uid, now)).map_err(kube::Error::SerdeError)?;
             let post = PostParams::default();
-            write(shared, || leases.create(&post, &lease)).await.map(drop)
+            heartbeat(shared, || leases.create(&post, &lease)).await.map(drop)
         }
         other => other.map(drop),
     }

@@ -166,8 +166,10 @@ fn without_hash(template: &PodTemplateSpec) -> PodTemplateSpec {
     let mut t = template.clone();
     if let Some(labels) = t.metadata.as_mut().and_then(|m| m.labels.as_mut()) {
         labels.remove(POD_TEMPLATE_HASH);
-        if labels.is_empty() {
-            t.metadata.as_mut().map(|m| m.labels = None);
+        if labels.is_empty()
+            && let Some(meta) = t.metadata.as_mut()
+        {
+            meta.labels = None;
         }
     }
     if let Some(meta) = t.metadata.as_ref()

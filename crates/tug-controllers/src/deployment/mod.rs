@@ -73,7 +73,7 @@ impl Controller {
                 && let Some(set) = this.sets.get(&set_key)
                 && let Some(d) = owner_key(&set.metadata, "Deployment")
             {
-                this.queue.add(d);
+                this.queue.add_batched(d);
             }
         });
         controller
@@ -90,13 +90,13 @@ impl Controller {
                     if new.is_none() {
                         self.expectations.deletion_observed(&d, set.metadata.uid.as_deref().unwrap_or_default());
                     }
-                    self.queue.add(d);
+                    self.queue.add_batched(d);
                 }
                 None if !pods::is_deleting(&set.metadata) => {
                     let ns = set.metadata.namespace.as_deref().unwrap_or_default();
                     for d in self.deployments.list_namespace(ns) {
                         if pods::selects(d.spec.as_ref().map(|s| &s.selector), set.metadata.labels.as_ref()) {
-                            self.queue.add(Key::of(d.as_ref()));
+                            self.queue.add_batched(Key::of(d.as_ref()));
                         }
                     }
                 }

@@ -15,6 +15,8 @@ use super::Key;
 /// First retry after a failure; doubles per consecutive failure of the same key.
 const BACKOFF_BASE: Duration = Duration::from_millis(5);
 const BACKOFF_MAX: Duration = Duration::from_secs(60);
+/// How long [`Queue::add_batched`] gathers changes before the key is queued.
+pub const BATCH_WINDOW: Duration = Duration::from_millis(50);
 
 #[derive(Debug, Default)]
 struct State {
@@ -26,6 +28,8 @@ struct State {
     /// Keys added while being processed: queued again when their worker is done.
     dirty: HashSet<Key>,
     failures: HashMap<Key, u32>,
+    /// Keys waiting out their batching window.
+    batching: HashSet<Key>,
     shut_down: bool,
 }
 
@@ -58,6 +62,24 @@ impl Queue {
         state.ready.push_back(key);
         drop(state);
         self.wake.notify_one();
+    }
+
+    /// Adds the key after a short window in which further adds of it cost nothing: the hundreds
+    /// of pod changes of a scaling ReplicaSet then make a few reconciles, not hundreds (each one
+    /// looks at all its pods).
+    pub fn add_batched(&self, key: Key) {
+        {
+            let mut state = self.lock();
+            if state.shut_down || state.waiting.contains(&key) || !state.batching.insert(key.clone()) {
+                return;
+            }
+        }
+        let queue = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(BATCH_WINDOW).await;
+            queue.lock().batching.remove(&key);
+            queue.add(key);
+        });
     }
 
     /// Adds the key after `delay` (a timer task; the key is still deduplicated when it fires).
@@ -201,6 +223,18 @@ mod tests {
         // ...but queued again once its worker is done.
         q.done(&a, Outcome::Done(None));
         assert_eq!(q.next().await.unwrap(), key("a"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn batched_adds_of_a_key_make_one_entry_after_the_window() {
+        let q = Queue::new();
+        for _ in 0..100 {
+            q.add_batched(key("a"));
+        }
+        assert!(q.is_empty(), "nothing before the window closes");
+        let first = tokio::time::timeout(BATCH_WINDOW * 2, q.next()).await;
+        assert_eq!(first.unwrap(), Some(key("a")));
+        assert!(q.is_empty(), "one entry for a hundred adds");
     }
 
     #[test]
