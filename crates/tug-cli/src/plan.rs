@@ -11,7 +11,7 @@ use std::fmt::Write as _;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, ListParams};
 use serde_json::{Value, json};
-use tug_scheduler::core::{Diagnosis, NodeInfo, PodInfo, Snapshot, Strategy, schedule};
+use tug_scheduler::core::{Diagnosis, NodeInfo, PodInfo, Scope, Snapshot, Strategy, schedule_with};
 
 /// One pod a manifest would create, with the workload it belongs to.
 #[derive(Debug, Clone)]
@@ -86,7 +86,7 @@ pub fn plan(pods: &[PlannedPod], snapshot: &mut Snapshot, strategy: Strategy) ->
     pods.iter()
         .map(|p| {
             let info = PodInfo::from_pod(&p.pod);
-            let result = schedule(&info, snapshot, strategy);
+            let result = schedule_with(&info, snapshot, strategy, Scope::for_strategy(strategy));
             if let Ok(node) = &result {
                 snapshot.add_pod(node, &info);
             }

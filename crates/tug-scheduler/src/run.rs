@@ -532,7 +532,12 @@ impl Scheduler {
             self.queue.remove(uid);
             return;
         };
-        match core::schedule(&pending.info, &self.snapshot, self.strategy) {
+        match core::schedule_with(
+            &pending.info,
+            &self.snapshot,
+            self.strategy,
+            core::Scope::for_strategy(self.strategy),
+        ) {
             Ok(node) => {
                 self.snapshot.add_pod(&node, &pending.info);
                 self.assumed.insert(uid.to_string(), node.clone());

@@ -50,6 +50,16 @@ pub enum Scope {
 }
 
 impl Scope {
+    /// What the scheduler uses with a strategy: spreading samples as Kubernetes does (any of
+    /// the least loaded nodes is nearly as good as the least loaded one); bin-packing scores
+    /// every node, because packing quality is its whole point.
+    pub fn for_strategy(strategy: Strategy) -> Scope {
+        match strategy {
+            Strategy::Spread => Scope::Adaptive,
+            Strategy::BinPack => Scope::AllNodes,
+        }
+    }
+
     /// How many feasible nodes are enough among `nodes`.
     pub fn feasible_nodes_to_find(self, nodes: usize) -> usize {
         match self {
