@@ -99,6 +99,16 @@ pub fn silent_conditions(current: &[NodeCondition], now: jiff::Timestamp) -> Vec
     conditions
 }
 
+/// More than this share of nodes silent at once looks like this controller (or the network
+/// around it) being cut off rather than the nodes dying: evicting everything would turn a
+/// partition into an outage (Kubernetes' unhealthyZoneThreshold, its "full disruption" mode).
+pub const MASS_SILENCE: f64 = 0.55;
+
+/// May pods be evicted now, with `silent` of `total` nodes silent?
+pub fn evictions_allowed(silent: usize, total: usize) -> bool {
+    total > 0 && (silent as f64) <= MASS_SILENCE * total as f64
+}
+
 /// Is this node marked silent by this controller?
 fn marked_silent(node: &Node) -> bool {
     let ready =
@@ -285,7 +295,18 @@ impl Controller {
         if reachable {
             return Ok(Some(self.grace.saturating_sub(silent_for) + Duration::from_millis(50)));
         }
+        let (silent, total) = self.silence();
+        if !evictions_allowed(silent, total) {
+            tracing::warn!(silent, total, "most nodes are silent: evictions paused until they are heard from again");
+            return Ok(Some(self.grace));
+        }
         Ok(self.evict(&key.name, &taints, now).await)
+    }
+
+    /// How many nodes have been silent longer than the grace period, of how many.
+    fn silence(&self) -> (usize, usize) {
+        let heard = self.heard.lock().unwrap_or_else(|e| e.into_inner());
+        (heard.values().filter(|at| at.elapsed() >= self.grace).count(), heard.len())
     }
 
     async fn mark_pods_not_ready(&self, node: &str) {
@@ -401,6 +422,15 @@ mod tests {
         assert!(down.iter().any(|t| t.key == UNREACHABLE && t.effect == "NoExecute" && t.time_added.is_some()));
         assert_eq!(taints_for(&down, false, jiff::Timestamp::from_second(99).unwrap()), down, "stable while down");
         assert_eq!(taints_for(&down, true, now), vec![other]);
+    }
+
+    #[test]
+    fn mass_silence_pauses_evictions() {
+        assert!(evictions_allowed(1, 2), "one of two nodes dying is a node failure");
+        assert!(evictions_allowed(20, 5000));
+        assert!(!evictions_allowed(2, 3), "most nodes silent looks like a partition");
+        assert!(!evictions_allowed(1, 1), "a lone node's pods have nowhere to go");
+        assert!(!evictions_allowed(0, 0));
     }
 
     #[test]
