@@ -251,7 +251,7 @@ fn apply_inspect_change_reapply_and_delete_a_multi_document_app() {
         ]
     );
 
-    // No controllers yet: the deployment exists with its template, the service got a node port.
+    // The deployment exists with its template (no node runs its pods), the service got a node port.
     let wide = tables(&server.ok(&["get", "deploy,rs,pods,svc", "-o", "wide", "-n", "shop"]));
     let deploy = row(&wide, "deployment.apps/web").unwrap_or_else(|| panic!("no deployment row in {wide:?}"));
     assert_eq!((deploy["CONTAINERS"].as_str(), deploy["IMAGES"].as_str()), ("c", "nginx:1.25"), "{deploy:?}");
@@ -260,10 +260,13 @@ fn apply_inspect_change_reapply_and_delete_a_multi_document_app() {
     assert_eq!(svc["TYPE"], "NodePort", "{svc:?}");
     assert!(is_node_port_mapping(&svc["PORT(S)"], 8080), "{svc:?}");
 
-    let by_label = server.kubectl(&["get", "pods", "-l", "app=web", "-n", "shop"]);
-    assert_eq!(by_label.code, 0, "{by_label}");
-    assert_eq!(by_label.stdout, "", "{by_label}");
-    assert_eq!(by_label.stderr.trim(), "No resources found in shop namespace.", "{by_label}");
+    // Its ReplicaSet creates three pods; with no node to run on, they stay Pending.
+    wait_for("three pending web pods", STARTUP_DEADLINE, || {
+        let pods = tables(&server.ok(&["get", "pods", "-l", "app=web", "-n", "shop"]));
+        let pending = pods.iter().flatten().filter(|r| r["STATUS"] == "Pending" && r["READY"] == "0/1").count();
+        if pending == 3 { Ok(()) } else { Err(format!("{pods:?}")) }
+    })
+    .expect("the deployment's pods are created");
 
     // Imperative changes, each verified by reading the field back.
     let changes: &[(&[&str], &str, &str, &str)] = &[
