@@ -20,6 +20,8 @@ const DEADLINE: Duration = Duration::from_secs(60);
 /// Node grace and default toleration in these tests (20 s and 10 s in production).
 const NODE_GRACE: Duration = Duration::from_secs(2);
 const TOLERATION_SECONDS: i64 = 1;
+/// How often hollow nodes renew their leases here (10 s in production).
+const LEASE_INTERVAL: Duration = Duration::from_millis(300);
 
 /// A server with the scheduler and the controllers, all in this process.
 struct Cluster {
@@ -61,7 +63,7 @@ impl Cluster {
             name_prefix: prefix.into(),
             ready_delay: Duration::from_millis(50),
             delete_delay: Duration::from_millis(100),
-            lease_interval: Duration::from_millis(300),
+            lease_interval: LEASE_INTERVAL,
             ..SimOptions::default()
         };
         let task = sim::run(self.client.clone(), options, async move {
@@ -167,6 +169,8 @@ async fn a_replica_set_keeps_its_pods_and_replaces_a_deleted_one() {
 struct Extremes {
     most_active: usize,
     fewest_ready: usize,
+    /// Distinct pods of the new template seen (the watch saw the rollout happen).
+    new_pods: std::collections::HashSet<String>,
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -181,7 +185,8 @@ async fn a_rolling_update_respects_surge_and_unavailability_and_rolls_back() {
     rolled_out(&deployments, "roll", 6).await;
 
     // Watch every pod change during the update and keep the extremes.
-    let (extremes_tx, extremes_rx) = watch::channel(Extremes { most_active: 0, fewest_ready: usize::MAX });
+    let (extremes_tx, extremes_rx) =
+        watch::channel(Extremes { most_active: 0, fewest_ready: usize::MAX, new_pods: Default::default() });
     let watch_pods = pods.clone();
     let watching = tokio::spawn(async move {
         let mut seen: HashMap<String, Pod> = HashMap::new();
@@ -199,7 +204,10 @@ async fn a_rolling_update_respects_surge_and_unavailability_and_rolls_back() {
             }
             let active: Vec<&Pod> = seen.values().filter(|p| p.metadata.deletion_timestamp.is_none()).collect();
             let ready = active.iter().filter(|p| is_ready(p)).count();
+            let new_pods: Vec<String> =
+                active.iter().filter(|p| image_of(p) == "busybox:2").map(|p| p.name_any()).collect();
             extremes_tx.send_modify(|e| {
+                e.new_pods.extend(new_pods);
                 e.most_active = e.most_active.max(active.len());
                 if active.len() >= 6 || e.fewest_ready != usize::MAX {
                     e.fewest_ready = e.fewest_ready.min(ready);
@@ -226,9 +234,9 @@ async fn a_rolling_update_respects_surge_and_unavailability_and_rolls_back() {
     .await;
     watching.abort();
     let extremes = extremes_rx.borrow();
-    // The surge is used (so the watch saw the rollout), never exceeded; unavailability likewise.
-    assert_eq!(extremes.most_active, 7, "never more than replicas + maxSurge pods: {extremes:?}");
-    assert!((5..6).contains(&extremes.fewest_ready), "never fewer than replicas - maxUnavailable ready: {extremes:?}");
+    assert!(extremes.new_pods.len() >= 6, "the watch saw the new pods come: {extremes:?}");
+    assert!(extremes.most_active <= 7, "never more than replicas + maxSurge pods: {extremes:?}");
+    assert!(extremes.fewest_ready >= 5, "never fewer than replicas - maxUnavailable ready: {extremes:?}");
     drop(extremes);
     let all_sets = sets.list(&ListParams::default().labels("app=roll")).await.expect("sets");
     assert_eq!(all_sets.items.len(), 2, "one ReplicaSet per template");
@@ -404,8 +412,8 @@ async fn pods_of_a_stopped_node_come_back_elsewhere() {
     })
     .await;
     let took = started.elapsed();
-    // Grace (2 s) + toleration (1 s) + scheduling and start: well under the 60 s deadline.
-    assert!(took >= NODE_GRACE, "not before the node's grace ran out ({took:?})");
+    // The grace counts from the node's last renewal, at most one lease interval before it died.
+    assert!(took >= NODE_GRACE - LEASE_INTERVAL, "not before the node's grace ran out ({took:?})");
     let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(cluster.client.clone());
     let node = nodes.get("doomed-0").await.expect("node");
     let taints = node.spec.and_then(|s| s.taints).unwrap_or_default();
