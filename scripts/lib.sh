@@ -31,6 +31,14 @@ ensure_rust() {
 # What building tug needs: a C compiler for SQLite, protoc for the etcd and CRI protocols.
 BUILD_PACKAGES=(build-essential pkg-config protobuf-compiler)
 
+# The container runtime the agent drives through CRI: containerd + runc, the CNI plugins its
+# pods' network needs, and busybox-static from which scripts/demo-images builds the demo images.
+# The agent runs its own containerd (own config, socket and state under its data dir), so a
+# system-wide one that Debian may start on install is left alone: Docker may need it.
+ensure_containerd() {
+  ensure_packages containerd runc containernetworking-plugins busybox-static
+}
+
 # kubectl for the acceptance tests: the one on PATH if any (a current one is best), else
 # Debian's kubernetes-client.
 ensure_kubectl() {

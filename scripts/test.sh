@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Runs every check and test: formatting, clippy, fast unit tests, then the tests that start real
-# things (etcd, crashing child processes, a tmpfs for the full-disk test). Needs root for the
+# things (etcd, containerd, crashing child processes, a tmpfs for the full-disk test). Needs root for the
 # latter, as CI has.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 ensure_packages "${BUILD_PACKAGES[@]}" etcd-server
+ensure_containerd
 ensure_rust
 ensure_kubectl
 ensure_python_kubernetes

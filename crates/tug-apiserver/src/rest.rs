@@ -391,6 +391,34 @@ impl Api {
         self.store.get(&rt.key(ns, name), None).await.map_err(from_store)?.ok_or_else(|| not_found(rt, name))
     }
 
+    /// The object a write starts from, and whether it came from the watch cache. The first
+    /// attempt of a write takes the cached copy (no store read: usually current, as the cache
+    /// trails the store by moments); later attempts read the store. A stale cached copy costs
+    /// one lost compare-and-swap, and a precondition that fails against it is checked again
+    /// against the store before the client hears 409 (kube-apiserver's GuaranteedUpdate does
+    /// the same with its cached object).
+    async fn current_for_write(
+        &self,
+        rt: &ResourceType,
+        ns: Option<&str>,
+        name: &str,
+        attempt: usize,
+    ) -> Result<(KeyValue, bool), ApiError> {
+        if attempt == 0
+            && let Some(obj) = self.cache.get(&rt.key(ns, name))
+        {
+            let kv = KeyValue {
+                key: obj.key.clone(),
+                value: obj.json.to_vec(),
+                create_revision: 0,
+                mod_revision: obj.revision,
+                version: 0,
+            };
+            return Ok((kv, true));
+        }
+        Ok((self.current(rt, ns, name).await?, false))
+    }
+
     pub async fn get(&self, req: &ResourceRequest, q: &Query) -> Result<Value, ApiError> {
         let rt = req.rt;
         let name = req.name.as_deref().unwrap_or_default();
@@ -406,12 +434,14 @@ impl Api {
 
     /// Applies a new version of an object (from PUT, a patch or a subresource write) with the
     /// rules of Kubernetes' update strategies, then stores it with compare-and-swap against
-    /// `current`. `Ok(None)` means the swap lost a race and the caller should retry.
+    /// `current`. `Ok(None)` means the swap lost a race and the caller should retry. When
+    /// `current` came from the watch cache (`cached`), anything it alone decides — a refusal,
+    /// or "nothing changed" — is only believed after a retry against the store.
     async fn write_update(
         &self,
         rt: &ResourceType,
         scope: WriteScope,
-        current: &KeyValue,
+        (current, cached): (&KeyValue, bool),
         mut new: Value,
         dry_run: bool,
     ) -> Result<Option<Value>, ApiError> {
@@ -473,6 +503,9 @@ impl Api {
             let before = object::finalizers(&old);
             let added: Vec<String> = object::finalizers(&new).into_iter().filter(|f| !before.contains(f)).collect();
             if !added.is_empty() {
+                if cached {
+                    return Ok(None);
+                }
                 return Err(invalid(
                     rt,
                     &name,
@@ -494,6 +527,9 @@ impl Api {
         }
         let causes = validation::validate_update(rt, &new, &old);
         if !causes.is_empty() {
+            if cached {
+                return Ok(None);
+            }
             return Err(invalid(rt, &name, causes));
         }
         // An update that removes the last finalizer of an object being deleted finishes the deletion.
@@ -512,8 +548,14 @@ impl Api {
             };
         }
         let bytes = encode_for_storage(rt, &new);
-        // Nothing changed: no write, no new resourceVersion (as Kubernetes).
-        if bytes == current.value || dry_run {
+        // Nothing changed: no write, no new resourceVersion (as Kubernetes). A cached copy
+        // carries its resourceVersion, so it is compared in its stored form.
+        let unchanged = if cached { bytes == encode_for_storage(rt, &old) } else { bytes == current.value };
+        if unchanged && cached {
+            // Maybe only unchanged against a stale copy: make sure against the store.
+            return Ok(None);
+        }
+        if unchanged || dry_run {
             object::set_resource_version(&mut new, current.mod_revision);
             return Ok(Some(new));
         }
@@ -562,15 +604,18 @@ impl Api {
             })?),
             None => None,
         };
-        for _ in 0..CAS_RETRIES {
-            let current = self.current(rt, req.namespace.as_deref(), name).await?;
+        for attempt in 0..CAS_RETRIES {
+            let (current, cached) = self.current_for_write(rt, req.namespace.as_deref(), name, attempt).await?;
             if precondition.is_some_and(|p| p != current.mod_revision) {
+                if cached {
+                    continue;
+                }
                 return Err(conflict(rt, name));
             }
-            if let Some(done) = self.write_update(rt, scope, &current, obj.clone(), q.dry_run).await? {
+            if let Some(done) = self.write_update(rt, scope, (&current, cached), obj.clone(), q.dry_run).await? {
                 return Ok(done);
             }
-            if precondition.is_some() {
+            if precondition.is_some() && !cached {
                 return Err(conflict(rt, name));
             }
         }
@@ -605,8 +650,8 @@ impl Api {
                 return Err(e);
             }
         };
-        for _ in 0..CAS_RETRIES {
-            let current = match self.current(rt, req.namespace.as_deref(), name).await {
+        for attempt in 0..CAS_RETRIES {
+            let (current, cached) = match self.current_for_write(rt, req.namespace.as_deref(), name, attempt).await {
                 Ok(c) => c,
                 // Server-side apply creates what does not exist yet.
                 Err(e) if e.code == 404 && media == "application/apply-patch+yaml" && scope == WriteScope::Main => {
@@ -635,12 +680,15 @@ impl Api {
             // A resourceVersion in the patch is a precondition.
             let precondition = object::resource_version(&patched).map(str::to_string);
             if precondition.as_deref().is_some_and(|p| p != current.mod_revision.to_string()) {
+                if cached {
+                    continue;
+                }
                 return Err(conflict(rt, name));
             }
             if object::name(&patched) != name {
                 return Err(ApiError::bad_request("a patch cannot change metadata.name"));
             }
-            if let Some(done) = self.write_update(rt, scope, &current, patched, q.dry_run).await? {
+            if let Some(done) = self.write_update(rt, scope, (&current, cached), patched, q.dry_run).await? {
                 return Ok(done);
             }
         }
@@ -666,13 +714,16 @@ impl Api {
                 "invalid propagationPolicy {p:?}: use Orphan, Background or Foreground"
             )));
         }
-        for _ in 0..CAS_RETRIES {
-            let current = self.current(rt, req.namespace.as_deref(), name).await?;
+        for attempt in 0..CAS_RETRIES {
+            let (current, cached) = self.current_for_write(rt, req.namespace.as_deref(), name, attempt).await?;
             let mut obj = stored_object(rt, &current)?;
             if let Some(pre) = options.get("preconditions") {
                 if let Some(uid) = pre.get("uid").and_then(Value::as_str)
                     && Some(uid) != object::str_at(&obj, &["metadata", "uid"])
                 {
+                    if cached {
+                        continue;
+                    }
                     return Err(ApiError::new(
                         409,
                         "Conflict",
@@ -686,6 +737,9 @@ impl Api {
                 if let Some(rv) = pre.get("resourceVersion").and_then(Value::as_str)
                     && rv != current.mod_revision.to_string()
                 {
+                    if cached {
+                        continue;
+                    }
                     return Err(ApiError::new(
                         409,
                         "Conflict",
@@ -932,8 +986,8 @@ impl Api {
     ) -> Result<Value, ApiError> {
         let rt = req.rt;
         let name = req.name.as_deref().unwrap_or_default();
-        for _ in 0..CAS_RETRIES {
-            let current = self.current(rt, req.namespace.as_deref(), name).await?;
+        for attempt in 0..CAS_RETRIES {
+            let (current, cached) = self.current_for_write(rt, req.namespace.as_deref(), name, attempt).await?;
             let obj = stored_object(rt, &current)?;
             let mut scale = scale_of(&obj);
             if is_patch {
@@ -952,6 +1006,9 @@ impl Api {
             if let Some(rv) = object::resource_version(&scale)
                 && rv != current.mod_revision.to_string()
             {
+                if cached {
+                    continue;
+                }
                 return Err(conflict(rt, name));
             }
             let replicas = match scale.pointer("/spec/replicas") {
@@ -970,7 +1027,7 @@ impl Api {
             };
             let mut new = obj.clone();
             new["spec"]["replicas"] = json!(replicas);
-            if let Some(done) = self.write_update(rt, WriteScope::Main, &current, new, q.dry_run).await? {
+            if let Some(done) = self.write_update(rt, WriteScope::Main, (&current, cached), new, q.dry_run).await? {
                 return Ok(scale_of(&done));
             }
         }
@@ -993,8 +1050,10 @@ impl Api {
                     }],
                 )
             })?;
-        for _ in 0..CAS_RETRIES {
-            let current = self.current(rt, req.namespace.as_deref(), name).await?;
+        for attempt in 0..CAS_RETRIES {
+            // Deletion and an existing node never revert, so a stale cached pod can only lose
+            // the compare-and-swap, never refuse a binding wrongly.
+            let (current, _) = self.current_for_write(rt, req.namespace.as_deref(), name, attempt).await?;
             let mut pod = stored_object(rt, &current)?;
             if object::is_deleting(&pod) {
                 return Err(ApiError::new(

@@ -600,6 +600,33 @@ async fn replace_with_a_stale_resource_version_conflicts() {
     c.stop().await;
 }
 
+/// Writes start from the watch cache's copy; one that trails the store must never turn a
+/// client's fresh resourceVersion into a 409, nor a real change into a no-op, nor a no-op into
+/// a new resourceVersion.
+#[tokio::test]
+async fn back_to_back_writes_with_fresh_resource_versions_succeed() {
+    let c = Cluster::start().await;
+    let cms = c.api::<ConfigMap>();
+    let mut cm = cms.create(&PostParams::default(), &configmap("fast", json!({}))).await.unwrap();
+    for i in 0..100 {
+        // Alternate between two values so a stale copy would look unchanged half the time.
+        cm.data = Some([("k".to_string(), (i % 2).to_string())].into());
+        cm = cms.replace("fast", &PostParams::default(), &cm).await.unwrap_or_else(|e| panic!("replace {i}: {e}"));
+        let patch = json!({"metadata": {"resourceVersion": cm.resource_version(), "labels": {"n": i.to_string()}}});
+        cm = cms
+            .patch("fast", &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .unwrap_or_else(|e| panic!("patch {i}: {e}"));
+        assert_eq!(cm.labels()["n"], i.to_string());
+        assert_eq!(cm.data.as_ref().unwrap()["k"], (i % 2).to_string());
+    }
+    let before = cm.resource_version();
+    let same = cms.replace("fast", &PostParams::default(), &cm).await.unwrap();
+    assert_eq!(same.resource_version(), before, "a no-op write keeps the resourceVersion");
+    assert_eq!(cms.get("fast").await.unwrap().data.unwrap()["k"], "1");
+    c.stop().await;
+}
+
 #[tokio::test]
 async fn generate_name_makes_unique_names() {
     let c = Cluster::start().await;
