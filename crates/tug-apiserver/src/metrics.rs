@@ -33,6 +33,7 @@ pub struct Metrics {
     latency: Family<LatencyLabels, Histogram, fn() -> Histogram>,
     watches: Gauge,
     watch_lagged: Counter,
+    write_retries: Counter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -48,6 +49,12 @@ impl Default for Metrics {
         let latency = Family::<LatencyLabels, Histogram, fn() -> Histogram>::new_with_constructor(latency_histogram);
         let watches = Gauge::default();
         let watch_lagged = Counter::default();
+        let write_retries = Counter::default();
+        registry.register(
+            "apiserver_write_retries",
+            "Writes tried again after a lost compare-and-swap or a stale cached copy",
+            write_retries.clone(),
+        );
         registry.register(
             "apiserver_request",
             "API requests by verb, resource, subresource and HTTP code",
@@ -64,7 +71,7 @@ impl Default for Metrics {
             "Watches ended because the client fell behind",
             watch_lagged.clone(),
         );
-        Metrics { registry, requests, latency, watches, watch_lagged }
+        Metrics { registry, requests, latency, watches, watch_lagged, write_retries }
     }
 }
 
@@ -93,6 +100,11 @@ impl Metrics {
 
     pub fn watch_lagged(&self) {
         self.watch_lagged.inc();
+    }
+
+    /// A write goes round again (lost compare-and-swap, or a stale cached copy).
+    pub fn write_retried(&self) {
+        self.write_retries.inc();
     }
 
     /// The text exposition format, with the cache's object counts appended.

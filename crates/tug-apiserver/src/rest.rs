@@ -404,6 +404,9 @@ impl Api {
         name: &str,
         attempt: usize,
     ) -> Result<(KeyValue, bool), ApiError> {
+        if attempt > 0 {
+            self.metrics.write_retried();
+        }
         if attempt == 0
             && let Some(obj) = self.cache.get(&rt.key(ns, name))
         {

@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use futures::TryStreamExt;
+use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
@@ -107,7 +107,9 @@ async fn wait_deployments(
     let started = Instant::now();
     let mut last_print = Instant::now();
     let outcome = tokio::time::timeout(timeout, async {
-        while let Some(event) = stream.try_next().await.map_err(ctx("watching deployments"))? {
+        while let Some(event) = stream.next().await {
+            // A watch that fell too far behind gets 410; the watcher relists by itself.
+            let Ok(event) = event else { continue };
             match event {
                 watcher::Event::Apply(d) | watcher::Event::InitApply(d) => {
                     progress.deployments.insert(d.metadata.name.clone().unwrap_or_default(), d);
