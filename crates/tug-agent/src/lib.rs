@@ -2,9 +2,11 @@
 //!
 //! - [`sim`] — hollow nodes (`tug sim`): Node objects, leases and pod status with no containers
 //!   behind, for scale tests and capacity planning.
+//! - [`agent`] — the real agent (`tug agent`): registers its Node, renews its Lease and runs the
+//!   pods bound to it on containerd over CRI.
 //! - [`containerd`] — a containerd the agent starts and stops itself (generated config, state
-//!   under the agent's data dir, OCI archives in `images/` imported at start), reached over CRI
-//!   with `tug-cri`. The pod sync loop on top of it is issue 6's next step.
+//!   under the agent's data dir, OCI archives in `images/` imported at start).
 
+pub mod agent;
 pub mod containerd;
 pub mod sim;

@@ -59,18 +59,31 @@ struct ServerArgs {
 
 #[derive(Debug, Args)]
 struct AgentArgs {
+    /// The API server, e.g. https://127.0.0.1:6443.
     #[arg(long)]
     server: String,
+    /// The server's node token (DATA/node-token).
     #[arg(long)]
     token_file: PathBuf,
+    /// The cluster CA; default: tls/ca.crt beside the token file (the server's data dir).
+    #[arg(long)]
+    ca_file: Option<PathBuf>,
+    /// Where the agent keeps containerd's state, images (`images/*.tar` are imported at start)
+    /// and its CNI configuration.
     #[arg(long, default_value = "/var/lib/tugboat-agent")]
     data_dir: PathBuf,
+    /// The Node's name; default: this host's name.
     #[arg(long)]
     node_name: Option<String>,
-    #[arg(long, default_value = "cri")]
+    /// `cri` (containerd); hollow nodes are `tug sim`.
+    #[arg(long, default_value = "cri", value_parser = ["cri"])]
     runtime: String,
+    /// Use this running CRI runtime instead of starting a containerd of the agent's own.
     #[arg(long)]
     containerd_socket: Option<PathBuf>,
+    /// The node's pod address range.
+    #[arg(long, default_value = "10.42.0.0/24")]
+    pod_cidr: String,
 }
 
 #[derive(Debug, Args)]
@@ -144,7 +157,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Server(args) => server(args),
-        Command::Agent(_) => not_yet("`tug agent` (the node agent)"),
+        Command::Agent(args) => agent(args),
         Command::Sim(args) => sim(args),
         Command::Plan(args) => plan(args),
         Command::Verb(argv) => {
@@ -207,6 +220,54 @@ fn parse_taint(text: &str) -> Option<k8s_openapi::api::core::v1::Taint> {
         effect: effect.to_string(),
         time_added: None,
     })
+}
+
+/// Runs the node agent until SIGTERM/SIGINT; 2 on bad input, 1 when the agent fails.
+fn agent(args: AgentArgs) -> ExitCode {
+    let node_name = match args.node_name.clone().or_else(host_name) {
+        Some(n) => n,
+        None => {
+            eprintln!("tug agent: cannot tell this host's name; give one with --node-name");
+            return ExitCode::from(2);
+        }
+    };
+    let ca_file = args
+        .ca_file
+        .clone()
+        .unwrap_or_else(|| args.token_file.parent().unwrap_or(std::path::Path::new(".")).join("tls/ca.crt"));
+    let mut options = tug_agent::agent::AgentOptions::new(node_name.clone(), args.data_dir.clone());
+    options.containerd_socket = args.containerd_socket.clone();
+    options.pod_cidr = args.pod_cidr.clone();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("tug agent: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let stop = stop_signal();
+        let client = match tug_agent::sim::client_from_token(&args.server, &args.token_file, &ca_file) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("tug agent: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        eprintln!("tug agent: node {node_name} joining {}", args.server);
+        match tug_agent::agent::run(client, options, stop).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("tug agent: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+/// This host's name, as the Node of its agent is called by default.
+fn host_name() -> Option<String> {
+    std::fs::read_to_string("/etc/hostname").ok().map(|h| h.trim().to_lowercase()).filter(|h| !h.is_empty())
 }
 
 fn sim(args: SimArgs) -> ExitCode {

@@ -689,8 +689,12 @@ fn resource_score<const BINPACK: bool>(
     let cpu_capped = (cpu_used + cpu * inv_cpu).min(1.0);
     let mem_capped = (mem_used + mem * inv_mem).min(1.0);
     let fit = if BINPACK {
-        // MostAllocated: the fuller, the better (Nomad's default), packing pods tightly.
-        (cpu_capped + mem_capped) * 50.0
+        // MostAllocated: the fuller, the better (Nomad's default), packing pods tightly. Judged
+        // by how full the node already is, not after placing the pod: "after" would rank an
+        // empty small node above an empty large one (the pod fills more of it) and open many
+        // small nodes. Among equally full nodes (empty ones above all) the larger wins, by
+        // the share of it the pod would take, so new nodes are opened largest first.
+        (cpu_used.min(1.0) + mem_used.min(1.0)) * 50.0 + (2.0 - cpu * inv_cpu - mem * inv_mem).max(0.0) * 0.25
     } else {
         // LeastAllocated: the emptier the node after placing the pod, the better.
         (2.0 - cpu_capped - mem_capped) * 50.0

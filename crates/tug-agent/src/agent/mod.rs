@@ -1,0 +1,238 @@
+//! The real node agent (the kubelet's job), on containerd over CRI.
+//!
+//! [`run`] starts (or connects to) containerd, writes the node's CNI network, registers the
+//! Node and keeps its Lease fresh, then runs the pods bound to the node until shutdown:
+//!
+//! - [`plan`] — the pure sync core: desired pod vs. observed sandboxes/containers → actions
+//!   (sandbox, init containers in order, containers, restarts with back-off, teardown).
+//! - [`status`] — the pure status core: phase, conditions, container states, IPs, QoS.
+//! - [`spec`] — the pure pod → CRI config translation (sandbox and containers).
+//! - [`cni`] — the node's bridge conflist. [`node`] — Node, status and Lease.
+//! - `pods` — the IO around the cores: the pod watch, the runtime relist, per-pod workers.
+//!
+//! Restart safety comes from the design: every decision is taken from what the runtime lists
+//! (sandboxes and containers carry the pod's uid as labels, the restart count is the
+//! container's attempt), so a restarted agent adopts running containers instead of recreating
+//! them.
+
+pub mod cni;
+pub mod node;
+pub mod plan;
+mod pods;
+pub mod spec;
+pub mod status;
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tug_cri::v1::{ListImagesRequest, VersionRequest};
+
+use crate::containerd::{Layout, ManagedContainerd};
+
+/// How the agent runs.
+#[derive(Debug, Clone)]
+pub struct AgentOptions {
+    /// The Node's name (and `kubernetes.io/hostname` label).
+    pub node_name: String,
+    /// Everything of the agent lives here: containerd's state, CNI leases, pod logs.
+    pub data_dir: PathBuf,
+    /// A running CRI runtime to use; `None` starts a managed containerd under `data_dir`.
+    pub containerd_socket: Option<PathBuf>,
+    /// The node's pod range (`spec.podCIDR`), handed out by the bridge's host-local IPAM.
+    pub pod_cidr: String,
+    /// The bridge the node's pods attach to.
+    pub cni_bridge: String,
+    /// How often the node's Lease is renewed.
+    pub lease_interval: Duration,
+    /// The node's InternalIP; detected from the default route when `None`.
+    pub node_ip: Option<IpAddr>,
+}
+
+impl AgentOptions {
+    /// The defaults for a node: pods in 10.42.0.0/24 on bridge `tug0`, lease every 10 s.
+    pub fn new(node_name: impl Into<String>, data_dir: impl Into<PathBuf>) -> AgentOptions {
+        AgentOptions {
+            node_name: node_name.into(),
+            data_dir: data_dir.into(),
+            containerd_socket: None,
+            pod_cidr: "10.42.0.0/24".into(),
+            cni_bridge: "tug0".into(),
+            lease_interval: Duration::from_secs(10),
+            node_ip: None,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("invalid agent options: {0}")]
+    Invalid(String),
+    #[error("{what} {}: {source}", path.display())]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("managed containerd: {0}")]
+    Containerd(#[from] crate::containerd::Error),
+    #[error(transparent)]
+    Connect(#[from] tug_cri::Error),
+    #[error("CRI {what} failed: {}", source.message())]
+    Cri {
+        what: &'static str,
+        #[source]
+        source: tug_cri::Status,
+    },
+    #[error("{what}: {source}")]
+    Api {
+        what: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("the pod watch ended")]
+    WatchEnded,
+}
+
+fn options_problem(options: &AgentOptions) -> Option<String> {
+    let name = &options.node_name;
+    let name_ok = !name.is_empty()
+        && name.len() <= 63
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.');
+    if !name_ok {
+        Some(format!("node name {name:?} must be 1-63 lower-case letters, digits, '-' or '.'"))
+    } else if !cni::is_ipv4_cidr(&options.pod_cidr) {
+        Some(format!("pod CIDR {:?} is not an IPv4 CIDR like 10.42.0.0/24", options.pod_cidr))
+    } else if options.cni_bridge.is_empty() || options.cni_bridge.len() > 15 {
+        Some(format!("bridge name {:?} must be 1-15 characters (a Linux interface name)", options.cni_bridge))
+    } else if options.lease_interval.is_zero() {
+        Some("the lease interval must be positive".into())
+    } else {
+        None
+    }
+}
+
+fn write_file(path: PathBuf, contents: String) -> Result<(), AgentError> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(|source| AgentError::Io {
+            what: "creating",
+            path: parent.to_path_buf(),
+            source,
+        })?;
+    }
+    std::fs::write(&path, contents).map_err(|source| AgentError::Io { what: "writing", path, source })
+}
+
+/// Runs the node agent until `shutdown` resolves. Containers keep running after it returns
+/// (a managed containerd is stopped, their shims stay); the next run adopts them.
+pub async fn run(
+    client: kube::Client,
+    options: AgentOptions,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), AgentError> {
+    if let Some(problem) = options_problem(&options) {
+        return Err(AgentError::Invalid(problem));
+    }
+    let layout = Layout::new(&options.data_dir);
+    let mut managed = None;
+    let socket = match &options.containerd_socket {
+        Some(socket) => socket.clone(),
+        None => {
+            // The network exists before containerd starts, so its CRI reports it ready at once.
+            let ipam = options.data_dir.join("cni").join("ipam");
+            let conflist = cni::conflist(&options.cni_bridge, &options.pod_cidr, &ipam);
+            write_file(layout.cni_conf_dir().join(cni::CONFLIST_FILE), conflist)?;
+            let containerd = ManagedContainerd::start(&options.data_dir).await?;
+            let socket = containerd.socket();
+            managed = Some(containerd);
+            socket
+        }
+    };
+    let result = serve(client, &options, &socket, shutdown).await;
+    if let Some(containerd) = managed {
+        // Stopping waits for the process (up to its grace): off the async threads.
+        let _ = tokio::task::spawn_blocking(move || drop(containerd)).await;
+    }
+    result
+}
+
+/// Everything after the runtime is up: node, lease, pods.
+async fn serve(
+    client: kube::Client,
+    options: &AgentOptions,
+    socket: &std::path::Path,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), AgentError> {
+    let mut cri = tug_cri::connect(socket).await?;
+    let version = cri
+        .runtime
+        .version(VersionRequest::default())
+        .await
+        .map_err(|source| AgentError::Cri { what: "Version", source })?
+        .into_inner();
+    let images = cri
+        .image
+        .list_images(ListImagesRequest::default())
+        .await
+        .map_err(|source| AgentError::Cri { what: "ListImages", source })?
+        .into_inner()
+        .images
+        .into_iter()
+        .map(|image| (image.repo_tags.into_iter().chain(image.repo_digests).collect(), image.size))
+        .collect();
+    let runtime_version = format!("{}://{}", version.runtime_name, version.runtime_version);
+    let host = node::HostFacts::read(options.node_ip, runtime_version, images);
+    let name = options.node_name.clone();
+    let node_uid = node::register(&client, &name, &options.pod_cidr, &host).await?;
+    node::renew_lease(&client, &name, &node_uid).await?;
+    tracing::info!(node = %name, ip = %host.ip, runtime = %host.runtime_version, "node registered");
+
+    let lease = {
+        let (client, name, interval) = (client.clone(), name.clone(), options.lease_interval);
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                if let Err(error) = node::renew_lease(&client, &name, &node_uid).await {
+                    tracing::warn!(node = %name, %error, "lease renewal failed");
+                }
+            }
+        })
+    };
+    let resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    let ctx = Arc::new(pods::Ctx {
+        client,
+        cri,
+        node: name,
+        host_ip: host.ip.to_string(),
+        dns: spec::parse_resolv_conf(&resolv),
+        pods_dir: options.data_dir.join("pods"),
+    });
+    let result = pods::run(ctx, shutdown).await;
+    lease.abort();
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_are_checked() {
+        let ok = AgentOptions::new("n1", "/tmp/x");
+        assert_eq!(options_problem(&ok), None);
+        let cases = [
+            (AgentOptions { node_name: "Node_1".into(), ..ok.clone() }, "node name"),
+            (AgentOptions { pod_cidr: "10.42.0.0".into(), ..ok.clone() }, "pod CIDR"),
+            (AgentOptions { cni_bridge: "a-very-long-bridge-name".into(), ..ok.clone() }, "bridge"),
+            (AgentOptions { lease_interval: Duration::ZERO, ..ok.clone() }, "lease"),
+        ];
+        for (options, expected) in cases {
+            let problem = options_problem(&options).unwrap_or_default();
+            assert!(problem.contains(expected), "{problem:?} should mention {expected:?}");
+        }
+    }
+}

@@ -1,0 +1,626 @@
+//! The pod sync loop around the pure cores: one watch of the pods bound to this node, a relist
+//! of the runtime every second (the kubelet's PLEG: a pod whose sandboxes or containers changed
+//! is synced), and one worker per pod at a time. A sync observes the pod's sandboxes and
+//! containers over CRI, asks [`plan`] what to do, does it, observes again and writes the status
+//! [`pod_status`] computes when it differs from the API's.
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::hash::{Hash, Hasher};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::{Container, Pod};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
+use kube::runtime::{WatchStreamExt, watcher};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tug_cri::v1::{
+    ContainerFilter, ContainerStatusRequest, CreateContainerRequest, DnsConfig, ImageSpec, ImageStatusRequest,
+    ListContainersRequest, ListPodSandboxRequest, PodSandboxFilter, PodSandboxStatusRequest, PullImageRequest,
+    RemoveContainerRequest, RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest, StopContainerRequest,
+    StopPodSandboxRequest,
+};
+
+use super::AgentError;
+use super::plan::{Action, ContainerState, Desired, Observed, ObservedContainer, ObservedSandbox, RestartPolicy, plan};
+use super::spec::{NODE_LABEL, POD_UID_LABEL, PodRef, container_config, sandbox_config};
+use super::status::{Facts, StartFailure, changed, pod_status};
+
+/// How often the runtime is relisted for changes (the kubelet's PLEG period).
+const RELIST_EVERY: Duration = Duration::from_secs(1);
+/// When to retry a pod whose sync failed or whose containers could not start.
+const RETRY_AFTER: Duration = Duration::from_secs(2);
+/// Grace for the containers of a pod that is gone from the API (nobody waits for them).
+const ORPHAN_GRACE_SECONDS: i64 = 2;
+/// The grace period when neither the deletion nor the spec names one (the API default).
+const DEFAULT_GRACE_SECONDS: i64 = 30;
+
+/// What every pod worker shares.
+pub struct Ctx {
+    pub client: kube::Client,
+    pub cri: tug_cri::Clients,
+    pub node: String,
+    pub host_ip: String,
+    pub dns: DnsConfig,
+    /// Container logs go to `<pods_dir>/<namespace>_<name>_<uid>/<container>/<attempt>.log`.
+    pub pods_dir: PathBuf,
+}
+
+/// A failed step of a sync, with what was being done.
+#[derive(Debug, thiserror::Error)]
+#[error("{what}: {message}")]
+struct SyncError {
+    what: String,
+    message: String,
+}
+
+fn cri_error(what: impl Into<String>) -> impl FnOnce(tug_cri::Status) -> SyncError {
+    let what = what.into();
+    move |status| SyncError { what, message: status.message().to_string() }
+}
+
+/// The decisions-relevant part of a pod.
+pub fn desired_of(pod: &Pod) -> Desired {
+    let spec = pod.spec.clone().unwrap_or_default();
+    let names = |list: &[Container]| list.iter().map(|c| c.name.clone()).collect::<Vec<_>>();
+    let deleting = pod.metadata.deletion_timestamp.as_ref().map(|_| {
+        pod.metadata
+            .deletion_grace_period_seconds
+            .or(spec.termination_grace_period_seconds)
+            .unwrap_or(DEFAULT_GRACE_SECONDS)
+    });
+    Desired {
+        restart_policy: RestartPolicy::parse(spec.restart_policy.as_deref()),
+        init_containers: names(spec.init_containers.as_deref().unwrap_or_default()),
+        containers: names(&spec.containers),
+        deleting,
+    }
+}
+
+fn now_nanos() -> i64 {
+    i64::try_from(Timestamp::now().as_nanosecond()).unwrap_or(i64::MAX)
+}
+
+fn labels(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+/// Everything the runtime has for pod `uid` (made by this node), with container details.
+async fn observe_pod(ctx: &Ctx, uid: &str) -> Result<Observed, SyncError> {
+    let mut cri = ctx.cri.clone();
+    let selector = labels(&[(POD_UID_LABEL, uid), (NODE_LABEL, &ctx.node)]);
+    let filter = PodSandboxFilter { label_selector: selector.clone(), ..Default::default() };
+    let sandboxes = cri
+        .runtime
+        .list_pod_sandbox(ListPodSandboxRequest { filter: Some(filter) })
+        .await
+        .map_err(cri_error("ListPodSandbox"))?
+        .into_inner()
+        .items;
+    let mut observed = Observed::default();
+    for sandbox in sandboxes {
+        let ready = sandbox.state == 0;
+        let ip = if ready {
+            let status = cri
+                .runtime
+                .pod_sandbox_status(PodSandboxStatusRequest { pod_sandbox_id: sandbox.id.clone(), verbose: false })
+                .await
+                .map_err(cri_error("PodSandboxStatus"))?
+                .into_inner();
+            status.status.and_then(|s| s.network).map(|n| n.ip).unwrap_or_default()
+        } else {
+            String::new()
+        };
+        let attempt = sandbox.metadata.map_or(0, |m| m.attempt);
+        observed.sandboxes.push(ObservedSandbox { id: sandbox.id, attempt, ready, ip });
+    }
+    let filter = ContainerFilter { label_selector: selector, ..Default::default() };
+    let containers = cri
+        .runtime
+        .list_containers(ListContainersRequest { filter: Some(filter) })
+        .await
+        .map_err(cri_error("ListContainers"))?
+        .into_inner()
+        .containers;
+    for container in containers {
+        let status = cri
+            .runtime
+            .container_status(ContainerStatusRequest { container_id: container.id.clone(), verbose: false })
+            .await
+            .map_err(cri_error("ContainerStatus"))?
+            .into_inner()
+            .status
+            .unwrap_or_default();
+        let metadata = container.metadata.unwrap_or_default();
+        observed.containers.push(ObservedContainer {
+            id: container.id,
+            sandbox_id: container.pod_sandbox_id,
+            name: metadata.name,
+            attempt: metadata.attempt,
+            state: Some(ContainerState::from_cri(status.state)),
+            exit_code: status.exit_code,
+            started_at: status.started_at,
+            finished_at: status.finished_at,
+            reason: status.reason,
+            message: status.message,
+            image: status.image.map(|i| i.image).unwrap_or_default(),
+            image_ref: status.image_ref,
+        });
+    }
+    Ok(observed)
+}
+
+fn find_container<'a>(pod: &'a Pod, name: &str) -> Option<&'a Container> {
+    let spec = pod.spec.as_ref()?;
+    spec.init_containers.iter().flatten().chain(spec.containers.iter()).find(|c| c.name == name)
+}
+
+/// Makes `container`'s image present as its pull policy asks.
+async fn ensure_image(ctx: &Ctx, container: &Container) -> Result<(), StartFailure> {
+    let mut cri = ctx.cri.clone();
+    let image = container.image.clone().unwrap_or_default();
+    let spec = ImageSpec { image: image.clone(), ..Default::default() };
+    let present = cri
+        .image
+        .image_status(ImageStatusRequest { image: Some(spec.clone()), verbose: false })
+        .await
+        .map_err(|s| ("ErrImageInspect".to_string(), s.message().to_string()))?
+        .into_inner()
+        .image
+        .is_some();
+    let latest = !image.rsplit('/').next().unwrap_or_default().contains(':') || image.ends_with(":latest");
+    let policy =
+        container.image_pull_policy.clone().unwrap_or_else(|| if latest { "Always" } else { "IfNotPresent" }.into());
+    match policy.as_str() {
+        "Never" if !present => Err((
+            "ErrImageNeverPull".into(),
+            format!("Container image {image:?} is not present with pull policy of Never"),
+        )),
+        "Never" => Ok(()),
+        "IfNotPresent" if present => Ok(()),
+        _ => {
+            let request = PullImageRequest { image: Some(spec), auth: None, sandbox_config: None };
+            cri.image.pull_image(request).await.map(drop).map_err(|s| ("ErrImagePull".into(), s.message().to_string()))
+        }
+    }
+}
+
+/// Pulls, creates and starts container `name` (attempt `attempt`) in `sandbox_id`.
+async fn start_container(
+    ctx: &Ctx,
+    pod: &Pod,
+    sandbox_id: &str,
+    pod_ip: &str,
+    name: &str,
+    attempt: u32,
+    log_dir: &std::path::Path,
+) -> Result<(), StartFailure> {
+    let container = find_container(pod, name)
+        .ok_or_else(|| ("CreateContainerConfigError".into(), format!("no container {name}")))?;
+    ensure_image(ctx, container).await?;
+    let config = container_config(pod, container, &ctx.node, attempt, pod_ip, &ctx.host_ip)
+        .map_err(|e| ("CreateContainerConfigError".to_string(), e.0))?;
+    let _ = std::fs::create_dir_all(log_dir.join(name));
+    let sandbox_config = sandbox_config(pod, &ctx.node, 0, &ctx.dns, &log_dir.to_string_lossy());
+    let mut cri = ctx.cri.clone();
+    let request = CreateContainerRequest {
+        pod_sandbox_id: sandbox_id.into(),
+        config: Some(config),
+        sandbox_config: Some(sandbox_config),
+    };
+    let created = cri
+        .runtime
+        .create_container(request)
+        .await
+        .map_err(|s| ("CreateContainerError".to_string(), s.message().to_string()))?
+        .into_inner()
+        .container_id;
+    cri.runtime
+        .start_container(StartContainerRequest { container_id: created })
+        .await
+        .map(drop)
+        .map_err(|s| ("RunContainerError".to_string(), s.message().to_string()))
+}
+
+/// Carries out `actions` in order; start failures are returned per container, other failures
+/// end the sync.
+async fn execute(
+    ctx: &Ctx,
+    pod: Option<&Pod>,
+    observed: &Observed,
+    actions: Vec<Action>,
+) -> Result<Vec<(String, StartFailure)>, SyncError> {
+    let mut cri = ctx.cri.clone();
+    let mut failures = Vec::new();
+    let live = observed.live_sandbox();
+    let (mut sandbox_id, mut pod_ip) = (live.map(|s| s.id.clone()), live.map(|s| s.ip.clone()).unwrap_or_default());
+    let log_dir = pod.map(|p| ctx.pods_dir.join(PodRef::of(p).log_dir_name())).unwrap_or_default();
+    // Containers stop side by side, so the pod's grace period is spent once, not per container.
+    let stops: Vec<(String, i64)> = actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::StopContainer { id, grace_seconds } => Some((id.clone(), *grace_seconds)),
+            _ => None,
+        })
+        .collect();
+    let results = futures::future::join_all(stops.into_iter().map(|(id, timeout)| {
+        let mut cri = ctx.cri.clone();
+        async move { cri.runtime.stop_container(StopContainerRequest { container_id: id, timeout }).await }
+    }))
+    .await;
+    for result in results {
+        result.map_err(cri_error("StopContainer"))?;
+    }
+    for action in actions {
+        match action {
+            Action::StopContainer { .. } => {}
+            Action::RunSandbox { attempt } => {
+                let pod = pod.ok_or_else(|| SyncError { what: "RunPodSandbox".into(), message: "no pod".into() })?;
+                std::fs::create_dir_all(&log_dir).map_err(|e| SyncError {
+                    what: format!("creating {}", log_dir.display()),
+                    message: e.to_string(),
+                })?;
+                let config = sandbox_config(pod, &ctx.node, attempt, &ctx.dns, &log_dir.to_string_lossy());
+                let id = cri
+                    .runtime
+                    .run_pod_sandbox(RunPodSandboxRequest { config: Some(config), runtime_handler: String::new() })
+                    .await
+                    .map_err(cri_error("RunPodSandbox"))?
+                    .into_inner()
+                    .pod_sandbox_id;
+                let status = cri
+                    .runtime
+                    .pod_sandbox_status(PodSandboxStatusRequest { pod_sandbox_id: id.clone(), verbose: false })
+                    .await
+                    .map_err(cri_error("PodSandboxStatus"))?
+                    .into_inner();
+                pod_ip = status.status.and_then(|s| s.network).map(|n| n.ip).unwrap_or_default();
+                sandbox_id = Some(id);
+            }
+            Action::StartContainer { name, attempt, .. } => {
+                let (Some(pod), Some(sandbox)) = (pod, sandbox_id.as_deref()) else { continue };
+                if let Err(failure) = start_container(ctx, pod, sandbox, &pod_ip, &name, attempt, &log_dir).await {
+                    tracing::warn!(pod = ?pod.metadata.name, container = %name, reason = %failure.0, message = %failure.1, "container did not start");
+                    failures.push((name, failure));
+                }
+            }
+            Action::StartCreated { id } => {
+                cri.runtime
+                    .start_container(StartContainerRequest { container_id: id })
+                    .await
+                    .map_err(cri_error("StartContainer"))?;
+            }
+            Action::RemoveContainer { id } => {
+                cri.runtime
+                    .remove_container(RemoveContainerRequest { container_id: id })
+                    .await
+                    .map_err(cri_error("RemoveContainer"))?;
+            }
+            Action::StopSandbox { id } => {
+                cri.runtime
+                    .stop_pod_sandbox(StopPodSandboxRequest { pod_sandbox_id: id })
+                    .await
+                    .map_err(cri_error("StopPodSandbox"))?;
+            }
+            Action::RemoveSandbox { id } => {
+                cri.runtime
+                    .remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: id })
+                    .await
+                    .map_err(cri_error("RemovePodSandbox"))?;
+            }
+            Action::Finalize => {
+                if let Some(pod) = pod {
+                    finalize(ctx, pod).await?;
+                    let _ = std::fs::remove_dir_all(&log_dir);
+                }
+            }
+        }
+    }
+    Ok(failures)
+}
+
+/// Deletes the pod object for good (grace 0), only this incarnation of it (uid precondition).
+async fn finalize(ctx: &Ctx, pod: &Pod) -> Result<(), SyncError> {
+    let pod_ref = PodRef::of(pod);
+    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &pod_ref.namespace);
+    let params = DeleteParams {
+        grace_period_seconds: Some(0),
+        preconditions: Some(Preconditions { uid: Some(pod_ref.uid.clone()), resource_version: None }),
+        ..DeleteParams::default()
+    };
+    match api.delete(&pod_ref.name, &params).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if matches!(status.code, 404 | 409) => Ok(()),
+        Err(e) => Err(SyncError {
+            what: format!("deleting pod {}/{}", pod_ref.namespace, pod_ref.name),
+            message: e.to_string(),
+        }),
+    }
+}
+
+/// How a pod sync ended.
+#[derive(Debug)]
+struct Outcome {
+    uid: String,
+    wake_in: Option<Duration>,
+    /// The pod is gone from the API and the runtime: forget it.
+    gone: bool,
+}
+
+async fn sync_pod(ctx: Arc<Ctx>, uid: String, pod: Option<Pod>) -> Outcome {
+    match try_sync_pod(&ctx, &uid, pod.as_ref()).await {
+        Ok(outcome) => outcome,
+        Err(error) => {
+            let name = pod.as_ref().and_then(|p| p.metadata.name.clone());
+            tracing::warn!(pod = ?name, %uid, %error, "pod sync failed; retrying");
+            Outcome { uid, wake_in: Some(RETRY_AFTER), gone: false }
+        }
+    }
+}
+
+async fn try_sync_pod(ctx: &Ctx, uid: &str, pod: Option<&Pod>) -> Result<Outcome, SyncError> {
+    let observed = observe_pod(ctx, uid).await?;
+    let desired = pod.map(desired_of);
+    let mut plan = plan(desired.as_ref(), &observed, now_nanos());
+    if pod.is_none() {
+        for action in &mut plan.actions {
+            if let Action::StopContainer { grace_seconds, .. } = action {
+                *grace_seconds = ORPHAN_GRACE_SECONDS;
+            }
+        }
+    }
+    let acted = !plan.actions.is_empty();
+    let failures = execute(ctx, pod, &observed, plan.actions).await?;
+    let mut wake_in = plan.wake_in;
+    if !failures.is_empty() {
+        wake_in = Some(wake_in.map_or(RETRY_AFTER, |w| w.min(RETRY_AFTER)));
+    }
+    let (Some(pod), Some(desired)) = (pod, desired) else {
+        return Ok(Outcome { uid: uid.into(), wake_in, gone: observed == Observed::default() || acted });
+    };
+    if desired.deleting.is_some() {
+        return Ok(Outcome { uid: uid.into(), wake_in, gone: false });
+    }
+    let observed = if acted { observe_pod(ctx, uid).await? } else { observed };
+    let facts = Facts { observed: &observed, host_ip: &ctx.host_ip, now: Timestamp::now(), failures: &failures };
+    let status = pod_status(pod, &desired, &facts);
+    if changed(pod, &status) {
+        let pod_ref = PodRef::of(pod);
+        let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &pod_ref.namespace);
+        let patch = serde_json::json!({"metadata": {"uid": pod_ref.uid}, "status": status});
+        match api.patch_status(&pod_ref.name, &PatchParams::default(), &Patch::Merge(patch)).await {
+            Ok(_) => {}
+            // Deleted or replaced meanwhile: the watch says so too.
+            Err(kube::Error::Api(status)) if matches!(status.code, 404 | 409) => {}
+            Err(e) => {
+                return Err(SyncError {
+                    what: format!("writing the status of {}", pod_ref.name),
+                    message: e.to_string(),
+                });
+            }
+        }
+    }
+    Ok(Outcome { uid: uid.into(), wake_in, gone: false })
+}
+
+/// A pod the loop knows, from the API or the runtime.
+#[derive(Debug, Default)]
+struct Entry {
+    pod: Option<Pod>,
+    busy: bool,
+    again: bool,
+    wake_at: Option<Instant>,
+    fingerprint: Option<u64>,
+}
+
+/// The workers: at most one sync per pod at a time, re-run when something changed meanwhile.
+struct Workers {
+    ctx: Arc<Ctx>,
+    entries: BTreeMap<String, Entry>,
+    tasks: JoinSet<Outcome>,
+    /// Uids seen during a (re)list of the watch, to find pods deleted while not watching.
+    relisting: Option<HashSet<String>>,
+    /// Whether the watch has listed once: until then, runtime pods unknown to the API are not
+    /// orphans yet.
+    listed: bool,
+}
+
+impl Workers {
+    fn request(&mut self, uid: &str) {
+        let Some(entry) = self.entries.get_mut(uid) else { return };
+        if entry.busy {
+            entry.again = true;
+            return;
+        }
+        entry.busy = true;
+        entry.wake_at = None;
+        self.tasks.spawn(sync_pod(self.ctx.clone(), uid.to_string(), entry.pod.clone()));
+    }
+
+    fn applied(&mut self, pod: Pod) {
+        let Some(uid) = pod.metadata.uid.clone() else { return };
+        if let Some(seen) = &mut self.relisting {
+            seen.insert(uid.clone());
+        }
+        let entry = self.entries.entry(uid.clone()).or_default();
+        let same = entry.pod.as_ref().is_some_and(|old| old.metadata.resource_version == pod.metadata.resource_version);
+        entry.pod = Some(pod);
+        if !same {
+            self.request(&uid);
+        }
+    }
+
+    fn removed(&mut self, uid: &str) {
+        if let Some(entry) = self.entries.get_mut(uid) {
+            entry.pod = None;
+            self.request(uid);
+        }
+    }
+
+    fn handle(&mut self, event: watcher::Event<Pod>) {
+        match event {
+            watcher::Event::Init => self.relisting = Some(HashSet::new()),
+            watcher::Event::InitApply(pod) | watcher::Event::Apply(pod) => self.applied(pod),
+            watcher::Event::InitDone => {
+                let seen = self.relisting.take().unwrap_or_default();
+                let gone: Vec<String> = self
+                    .entries
+                    .iter()
+                    .filter(|(uid, e)| e.pod.is_some() && !seen.contains(*uid))
+                    .map(|(u, _)| u.clone())
+                    .collect();
+                for uid in gone {
+                    self.removed(&uid);
+                }
+                self.listed = true;
+            }
+            watcher::Event::Delete(pod) => {
+                if let Some(uid) = pod.metadata.uid {
+                    self.removed(&uid);
+                }
+            }
+        }
+    }
+
+    fn finished(&mut self, outcome: Outcome) {
+        let Some(entry) = self.entries.get_mut(&outcome.uid) else { return };
+        entry.busy = false;
+        entry.wake_at = outcome.wake_in.map(|w| Instant::now() + w);
+        if entry.again {
+            entry.again = false;
+            self.request(&outcome.uid);
+        } else if outcome.gone && entry.pod.is_none() {
+            self.entries.remove(&outcome.uid);
+        }
+    }
+
+    /// The PLEG: relists the runtime and syncs pods whose sandboxes or containers changed,
+    /// pods whose wake-up time came, and (once the API was listed) runtime pods it lacks.
+    async fn relist(&mut self) -> Result<(), SyncError> {
+        let fingerprints = runtime_fingerprints(&self.ctx).await?;
+        let now = Instant::now();
+        let mut due: Vec<String> = Vec::new();
+        for (uid, fingerprint) in &fingerprints {
+            if !self.entries.contains_key(uid) && !self.listed {
+                continue;
+            }
+            let entry = self.entries.entry(uid.clone()).or_default();
+            if entry.fingerprint != Some(*fingerprint) {
+                entry.fingerprint = Some(*fingerprint);
+                due.push(uid.clone());
+            }
+        }
+        for (uid, entry) in &mut self.entries {
+            if !fingerprints.contains_key(uid) && entry.fingerprint.take().is_some() {
+                due.push(uid.clone());
+            }
+            if entry.wake_at.is_some_and(|at| at <= now) {
+                due.push(uid.clone());
+            }
+        }
+        due.sort();
+        due.dedup();
+        for uid in due {
+            self.request(&uid);
+        }
+        Ok(())
+    }
+}
+
+/// A fingerprint of each pod's sandboxes and containers (ids and states), by pod uid.
+async fn runtime_fingerprints(ctx: &Ctx) -> Result<BTreeMap<String, u64>, SyncError> {
+    let mut cri = ctx.cri.clone();
+    let selector = labels(&[(NODE_LABEL, &ctx.node)]);
+    let sandbox_filter = PodSandboxFilter { label_selector: selector.clone(), ..Default::default() };
+    let sandboxes = cri
+        .runtime
+        .list_pod_sandbox(ListPodSandboxRequest { filter: Some(sandbox_filter) })
+        .await
+        .map_err(cri_error("ListPodSandbox"))?
+        .into_inner()
+        .items;
+    let container_filter = ContainerFilter { label_selector: selector, ..Default::default() };
+    let containers = cri
+        .runtime
+        .list_containers(ListContainersRequest { filter: Some(container_filter) })
+        .await
+        .map_err(cri_error("ListContainers"))?
+        .into_inner()
+        .containers;
+    let mut parts: BTreeMap<String, Vec<(String, i32)>> = BTreeMap::new();
+    for sandbox in sandboxes {
+        let uid = sandbox.labels.get(POD_UID_LABEL).cloned().unwrap_or_default();
+        parts.entry(uid).or_default().push((sandbox.id, sandbox.state));
+    }
+    for container in containers {
+        let uid = container.labels.get(POD_UID_LABEL).cloned().unwrap_or_default();
+        parts.entry(uid).or_default().push((container.id, container.state + 10));
+    }
+    Ok(parts
+        .into_iter()
+        .filter(|(uid, _)| !uid.is_empty())
+        .map(|(uid, mut items)| {
+            items.sort();
+            let mut hasher = DefaultHasher::new();
+            items.hash(&mut hasher);
+            (uid, hasher.finish())
+        })
+        .collect())
+}
+
+/// Runs the pods bound to `ctx.node` until `shutdown` resolves.
+pub async fn run(ctx: Arc<Ctx>, shutdown: impl Future<Output = ()>) -> Result<(), AgentError> {
+    let api: Api<Pod> = Api::all(ctx.client.clone());
+    let config = watcher::Config::default().fields(&format!("spec.nodeName={}", ctx.node));
+    let events = watcher(api, config).default_backoff();
+    let mut workers = Workers { ctx, entries: BTreeMap::new(), tasks: JoinSet::new(), relisting: None, listed: false };
+    let mut relist = tokio::time::interval(RELIST_EVERY);
+    relist.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tokio::pin!(events, shutdown);
+    let result = loop {
+        tokio::select! {
+            () = &mut shutdown => break Ok(()),
+            event = events.next() => match event {
+                Some(Ok(event)) => workers.handle(event),
+                Some(Err(error)) => tracing::warn!(%error, "pod watch failed; resuming"),
+                None => break Err(AgentError::WatchEnded),
+            },
+            _ = relist.tick() => {
+                if let Err(error) = workers.relist().await {
+                    tracing::warn!(%error, "runtime relist failed");
+                }
+            }
+            Some(done) = workers.tasks.join_next() => match done {
+                Ok(outcome) => workers.finished(outcome),
+                Err(error) => tracing::error!(%error, "a pod worker failed"),
+            },
+        }
+    };
+    // Workers are cut short: what they did is in the runtime, and the next run adopts it.
+    workers.tasks.abort_all();
+    while workers.tasks.join_next().await.is_some() {}
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn desired_state_of_a_pod() {
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p", "uid": "u", "deletionTimestamp": "2025-01-01T00:00:00Z", "deletionGracePeriodSeconds": 5},
+            "spec": {"restartPolicy": "OnFailure", "initContainers": [{"name": "i"}], "containers": [{"name": "a"}, {"name": "b"}]},
+        }))
+        .expect("pod");
+        let desired = desired_of(&pod);
+        assert_eq!(desired.restart_policy, RestartPolicy::OnFailure);
+        assert_eq!(desired.init_containers, vec!["i"]);
+        assert_eq!(desired.containers, vec!["a", "b"]);
+        assert_eq!(desired.deleting, Some(5));
+    }
+}

@@ -1,0 +1,402 @@
+//! The pure status core: a pod's status as the kubelet would report it, computed from the pod
+//! and what the runtime has for it. Times of unchanged conditions are kept, so computing the
+//! status again over the same facts gives the same status and nothing is written.
+
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::{
+    ContainerState as ApiState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting,
+    ContainerStatus, Pod, PodCondition, PodIP, PodStatus,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+use super::plan::{ContainerState, Desired, Observed, ObservedContainer, Restart, RestartPolicy, next_restart};
+
+/// The containerID scheme the kubelet reports for containerd.
+pub const CONTAINER_ID_SCHEME: &str = "containerd://";
+
+/// Why a container could not be started in the last sync (reason, message), e.g.
+/// `ErrImageNeverPull`; shown as its waiting state.
+pub type StartFailure = (String, String);
+
+/// What the status depends on besides the pod itself.
+#[derive(Debug, Clone, Copy)]
+pub struct Facts<'a> {
+    pub observed: &'a Observed,
+    pub host_ip: &'a str,
+    pub now: Timestamp,
+    pub failures: &'a [(String, StartFailure)],
+}
+
+fn time_of_nanos(ns: i64) -> Option<Time> {
+    (ns > 0).then(|| Timestamp::from_nanosecond(i128::from(ns)).ok().map(Time)).flatten()
+}
+
+/// The QoS class of a pod (Guaranteed: every container has cpu and memory limits equal to its
+/// requests; BestEffort: nothing requested or limited; else Burstable).
+pub fn qos_class(pod: &Pod) -> &'static str {
+    let Some(spec) = pod.spec.as_ref() else { return "BestEffort" };
+    let all = spec.containers.iter().chain(spec.init_containers.iter().flatten());
+    let mut any = false;
+    let mut guaranteed = true;
+    for container in all {
+        let resources = container.resources.clone().unwrap_or_default();
+        let (requests, limits) = (resources.requests.unwrap_or_default(), resources.limits.unwrap_or_default());
+        any |= !requests.is_empty() || !limits.is_empty();
+        for resource in ["cpu", "memory"] {
+            let limit = limits.get(resource);
+            let request = requests.get(resource).or(limit);
+            if limit.is_none() || request != limit {
+                guaranteed = false;
+            }
+        }
+    }
+    if !any {
+        "BestEffort"
+    } else if guaranteed {
+        "Guaranteed"
+    } else {
+        "Burstable"
+    }
+}
+
+fn waiting(reason: &str, message: Option<String>) -> ApiState {
+    ApiState { waiting: Some(ContainerStateWaiting { reason: Some(reason.into()), message }), ..Default::default() }
+}
+
+fn terminated(c: &ObservedContainer) -> ApiState {
+    let reason = if !c.reason.is_empty() {
+        c.reason.clone()
+    } else if c.exit_code == 0 {
+        "Completed".into()
+    } else {
+        "Error".into()
+    };
+    ApiState {
+        terminated: Some(ContainerStateTerminated {
+            container_id: Some(format!("{CONTAINER_ID_SCHEME}{}", c.id)),
+            exit_code: c.exit_code,
+            reason: Some(reason),
+            message: (!c.message.is_empty()).then(|| c.message.clone()),
+            started_at: time_of_nanos(c.started_at),
+            finished_at: time_of_nanos(c.finished_at),
+            signal: None,
+        }),
+        ..Default::default()
+    }
+}
+
+/// One container's status. `policy` decides whether an exited container is waiting for its
+/// restart (`CrashLoopBackOff`) or terminated for good.
+fn container_status(
+    name: &str,
+    image: &str,
+    facts: &Facts,
+    sandbox_id: &str,
+    policy: RestartPolicy,
+    pod_name: &str,
+    pending_reason: &str,
+) -> ContainerStatus {
+    let observed = facts.observed;
+    let latest = observed.latest(sandbox_id, name);
+    let now_ns = facts.now.as_nanosecond().try_into().unwrap_or(i64::MAX);
+    let failure = facts.failures.iter().find(|(n, _)| n == name).map(|(_, f)| f);
+    let (state, ready) = match (latest, failure) {
+        (_, Some((reason, message))) => (waiting(reason, Some(message.clone())), false),
+        (None, None) => (waiting(pending_reason, None), false),
+        (Some(c), None) => match c.state.unwrap_or(ContainerState::Unknown) {
+            ContainerState::Running => (
+                ApiState {
+                    running: Some(ContainerStateRunning { started_at: time_of_nanos(c.started_at) }),
+                    ..Default::default()
+                },
+                true,
+            ),
+            ContainerState::Created | ContainerState::Unknown => (waiting("ContainerCreating", None), false),
+            ContainerState::Exited => match next_restart(policy, c, now_ns) {
+                Restart::No | Restart::Now => (terminated(c), false),
+                Restart::After { backoff, .. } => {
+                    let message =
+                        format!("back-off {}s restarting failed container={name} pod={pod_name}", backoff.as_secs());
+                    (waiting("CrashLoopBackOff", Some(message)), false)
+                }
+            },
+        },
+    };
+    // The instance before the current one, or the current one when it waits for a restart.
+    let last = match (latest, &state.waiting) {
+        (Some(c), Some(_)) if c.state == Some(ContainerState::Exited) => Some(c),
+        _ => observed.previous(sandbox_id, name).filter(|c| c.state == Some(ContainerState::Exited)),
+    };
+    let started = state.running.is_some();
+    ContainerStatus {
+        name: name.into(),
+        // The image as the spec names it, as the kubelet reports it.
+        image: image.into(),
+        image_id: latest.map(|c| c.image_ref.clone()).unwrap_or_default(),
+        container_id: latest.map(|c| format!("{CONTAINER_ID_SCHEME}{}", c.id)),
+        ready,
+        started: Some(started),
+        restart_count: latest.map_or(0, |c| i32::try_from(c.attempt).unwrap_or(i32::MAX)),
+        last_state: last.map(terminated),
+        state: Some(state),
+        ..Default::default()
+    }
+}
+
+/// A condition that keeps its stored transition time while its status stays the same.
+fn condition(existing: &[PodCondition], kind: &str, ok: bool, reason: Option<&str>, now: Timestamp) -> PodCondition {
+    let status = if ok { "True" } else { "False" };
+    let previous = existing.iter().find(|c| c.type_ == kind && c.status == status);
+    PodCondition {
+        type_: kind.into(),
+        status: status.into(),
+        reason: if ok { None } else { reason.map(str::to_string) },
+        last_transition_time: previous.and_then(|c| c.last_transition_time.clone()).or(Some(Time(now))),
+        last_probe_time: None,
+        ..Default::default()
+    }
+}
+
+/// The status the agent reports for `pod`: the stored status with every field the agent owns
+/// recomputed from `facts`.
+pub fn pod_status(pod: &Pod, desired: &Desired, facts: &Facts) -> PodStatus {
+    let existing = pod.status.clone().unwrap_or_default();
+    let spec = pod.spec.clone().unwrap_or_default();
+    let pod_name = pod.metadata.name.clone().unwrap_or_default();
+    let sandbox = facts.observed.live_sandbox();
+    let sandbox_id = sandbox.map(|s| s.id.clone()).unwrap_or_default();
+    let policy = desired.restart_policy;
+
+    let init_policy = if policy == RestartPolicy::Never { RestartPolicy::Never } else { RestartPolicy::OnFailure };
+    let init_statuses: Vec<ContainerStatus> = spec
+        .init_containers
+        .iter()
+        .flatten()
+        .map(|c| {
+            let image = c.image.clone().unwrap_or_default();
+            container_status(&c.name, &image, facts, &sandbox_id, init_policy, &pod_name, "PodInitializing")
+        })
+        .collect();
+    let initialized = init_statuses
+        .iter()
+        .all(|s| s.state.as_ref().and_then(|st| st.terminated.as_ref()).is_some_and(|t| t.exit_code == 0));
+    let pending_reason = if initialized { "ContainerCreating" } else { "PodInitializing" };
+    let statuses: Vec<ContainerStatus> = spec
+        .containers
+        .iter()
+        .map(|c| {
+            let image = c.image.clone().unwrap_or_default();
+            container_status(&c.name, &image, facts, &sandbox_id, policy, &pod_name, pending_reason)
+        })
+        .collect();
+
+    let phase = phase(policy, initialized, &init_statuses, &statuses);
+    let all_ready = !statuses.is_empty() && statuses.iter().all(|s| s.ready);
+    let stored = existing.conditions.clone().unwrap_or_default();
+    let now = facts.now;
+    let mut conditions: Vec<PodCondition> = stored
+        .iter()
+        .filter(|c| !matches!(c.type_.as_str(), "Initialized" | "ContainersReady" | "Ready"))
+        .cloned()
+        .collect();
+    let not_ready_reason = if phase == "Succeeded" { "PodCompleted" } else { "ContainersNotReady" };
+    conditions.push(condition(&stored, "Initialized", initialized, Some("ContainersNotInitialized"), now));
+    conditions.push(condition(&stored, "ContainersReady", all_ready, Some(not_ready_reason), now));
+    conditions.push(condition(&stored, "Ready", all_ready, Some(not_ready_reason), now));
+
+    let pod_ip = sandbox.map(|s| s.ip.clone()).filter(|ip| !ip.is_empty()).or(existing.pod_ip.clone());
+    PodStatus {
+        phase: Some(phase.into()),
+        conditions: Some(conditions),
+        host_ip: Some(facts.host_ip.into()),
+        host_ips: Some(vec![k8s_openapi::api::core::v1::HostIP { ip: facts.host_ip.into() }]),
+        pod_ips: pod_ip.clone().map(|ip| vec![PodIP { ip }]),
+        pod_ip,
+        start_time: existing.start_time.clone().or(Some(Time(now))),
+        qos_class: Some(qos_class(pod).into()),
+        container_statuses: Some(statuses),
+        init_container_statuses: (!init_statuses.is_empty()).then_some(init_statuses),
+        ..existing
+    }
+}
+
+/// The pod phase from its containers' states, as the kubelet's getPhase decides it.
+fn phase(
+    policy: RestartPolicy,
+    initialized: bool,
+    init_statuses: &[ContainerStatus],
+    statuses: &[ContainerStatus],
+) -> &'static str {
+    let terminated = |s: &ContainerStatus| s.state.as_ref().and_then(|st| st.terminated.clone());
+    if init_statuses.iter().any(|s| terminated(s).is_some_and(|t| t.exit_code != 0)) && policy == RestartPolicy::Never {
+        return "Failed";
+    }
+    if !initialized {
+        return "Pending";
+    }
+    let (mut running, mut waiting, mut failed) = (0, 0, 0);
+    for status in statuses {
+        let state = status.state.clone().unwrap_or_default();
+        if state.running.is_some() {
+            running += 1;
+        } else if let Some(t) = state.terminated {
+            if t.exit_code != 0 {
+                failed += 1;
+            }
+        } else if status.last_state.as_ref().and_then(|l| l.terminated.as_ref()).is_some() {
+            // Waiting to restart after having run.
+            running += 1;
+        } else {
+            waiting += 1;
+        }
+    }
+    if waiting > 0 {
+        "Pending"
+    } else if running > 0 {
+        "Running"
+    } else if failed > 0 && policy != RestartPolicy::Always {
+        "Failed"
+    } else if policy == RestartPolicy::Always {
+        // Everything stopped but will be restarted.
+        "Running"
+    } else {
+        "Succeeded"
+    }
+}
+
+/// Whether writing `new` would change what the API has.
+pub fn changed(pod: &Pod, new: &PodStatus) -> bool {
+    pod.status.as_ref() != Some(new)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::plan::{ObservedSandbox, RestartPolicy};
+    use super::*;
+
+    const SECOND: i64 = 1_000_000_000;
+
+    fn pod(policy: &str, resources: serde_json::Value) -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p", "uid": "u"},
+            "spec": {"restartPolicy": policy, "containers": [{"name": "a", "image": "img", "resources": resources}]},
+            "status": {"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "True"}]},
+        }))
+        .expect("pod")
+    }
+
+    fn desired(policy: RestartPolicy) -> Desired {
+        Desired { restart_policy: policy, init_containers: vec![], containers: vec!["a".into()], deleting: None }
+    }
+
+    fn observed(state: Option<(ContainerState, i32, u32)>) -> Observed {
+        Observed {
+            sandboxes: vec![ObservedSandbox { id: "s".into(), attempt: 0, ready: true, ip: "10.1.2.3".into() }],
+            containers: state
+                .map(|(state, exit_code, attempt)| ObservedContainer {
+                    id: format!("c{attempt}"),
+                    sandbox_id: "s".into(),
+                    name: "a".into(),
+                    attempt,
+                    state: Some(state),
+                    exit_code,
+                    started_at: 100 * SECOND,
+                    finished_at: if state == ContainerState::Exited { 101 * SECOND } else { 0 },
+                    image_ref: "sha256:abc".into(),
+                    ..Default::default()
+                })
+                .into_iter()
+                .collect(),
+        }
+    }
+
+    fn status_of(policy: RestartPolicy, state: Option<(ContainerState, i32, u32)>, now_s: i64) -> PodStatus {
+        let observed = observed(state);
+        let name = match policy {
+            RestartPolicy::Always => "Always",
+            RestartPolicy::OnFailure => "OnFailure",
+            RestartPolicy::Never => "Never",
+        };
+        let now = Timestamp::from_second(now_s).expect("time");
+        pod_status(
+            &pod(name, serde_json::json!({})),
+            &desired(policy),
+            &Facts { observed: &observed, host_ip: "192.0.2.2", now, failures: &[] },
+        )
+    }
+
+    fn summary(status: &PodStatus) -> (String, String, bool, i32) {
+        let c = &status.container_statuses.as_ref().expect("statuses")[0];
+        let state = c.state.clone().unwrap_or_default();
+        let what = match (&state.running, &state.waiting, &state.terminated) {
+            (Some(_), _, _) => "running".to_string(),
+            (_, Some(w), _) => w.reason.clone().unwrap_or_default(),
+            (_, _, Some(t)) => format!("terminated {}", t.exit_code),
+            _ => "none".into(),
+        };
+        (status.phase.clone().unwrap_or_default(), what, c.ready, c.restart_count)
+    }
+
+    #[test]
+    fn states_phases_and_crash_loops() {
+        use ContainerState::*;
+        use RestartPolicy::*;
+        let cases = [
+            (Always, None, 0, ("Pending", "ContainerCreating", false, 0)),
+            (Always, Some((Running, 0, 0)), 200, ("Running", "running", true, 0)),
+            (Always, Some((Exited, 1, 1)), 105, ("Running", "CrashLoopBackOff", false, 1)),
+            (Never, Some((Exited, 1, 0)), 105, ("Failed", "terminated 1", false, 0)),
+            (Never, Some((Exited, 0, 0)), 105, ("Succeeded", "terminated 0", false, 0)),
+            (OnFailure, Some((Exited, 0, 0)), 105, ("Succeeded", "terminated 0", false, 0)),
+        ];
+        for (policy, state, now, (phase, what, ready, restarts)) in cases {
+            let status = status_of(policy, state, now);
+            assert_eq!(summary(&status), (phase.into(), what.into(), ready, restarts), "{policy:?} {state:?}");
+        }
+    }
+
+    #[test]
+    fn a_running_pod_reports_ip_conditions_ids_and_keeps_the_scheduler_condition() {
+        let status = status_of(RestartPolicy::Always, Some((ContainerState::Running, 0, 0)), 200);
+        assert_eq!(status.pod_ip.as_deref(), Some("10.1.2.3"));
+        assert_eq!(status.host_ip.as_deref(), Some("192.0.2.2"));
+        assert_eq!(status.qos_class.as_deref(), Some("BestEffort"));
+        let c = &status.container_statuses.as_ref().expect("statuses")[0];
+        assert_eq!(c.container_id.as_deref(), Some("containerd://c0"));
+        assert_eq!(c.image_id, "sha256:abc");
+        let conditions = status.conditions.expect("conditions");
+        for kind in ["PodScheduled", "Initialized", "ContainersReady", "Ready"] {
+            assert!(conditions.iter().any(|c| c.type_ == kind && c.status == "True"), "{kind}: {conditions:?}");
+        }
+    }
+
+    #[test]
+    fn the_same_facts_give_the_same_status_so_nothing_is_rewritten() {
+        let observed = observed(Some((ContainerState::Running, 0, 0)));
+        let mut pod = pod("Always", serde_json::json!({}));
+        let facts = |at| Facts {
+            observed: &observed,
+            host_ip: "h",
+            now: Timestamp::from_second(at).expect("t"),
+            failures: &[],
+        };
+        let first = pod_status(&pod, &desired(RestartPolicy::Always), &facts(200));
+        assert!(changed(&pod, &first));
+        pod.status = Some(first.clone());
+        let again = pod_status(&pod, &desired(RestartPolicy::Always), &facts(300));
+        assert!(!changed(&pod, &again), "{first:?}\n{again:?}");
+    }
+
+    #[test]
+    fn qos_classes() {
+        let cases = [
+            (serde_json::json!({}), "BestEffort"),
+            (serde_json::json!({"requests": {"cpu": "100m"}}), "Burstable"),
+            (serde_json::json!({"limits": {"cpu": "1", "memory": "64Mi"}}), "Guaranteed"),
+            (serde_json::json!({"limits": {"cpu": "1", "memory": "64Mi"}, "requests": {"cpu": "500m"}}), "Burstable"),
+        ];
+        for (resources, class) in cases {
+            assert_eq!(qos_class(&pod("Always", resources.clone())), class, "{resources}");
+        }
+    }
+}
