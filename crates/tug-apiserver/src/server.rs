@@ -28,6 +28,20 @@ pub struct ServerConfig {
     pub admission: crate::Admission,
 }
 
+impl ServerConfig {
+    /// A server on a free loopback port with its SQLite file in `data_dir`, default
+    /// compaction and admission: what tests and benchmarks start in-process.
+    pub fn local(data_dir: &std::path::Path) -> ServerConfig {
+        ServerConfig {
+            data_dir: data_dir.to_path_buf(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            datastore: Datastore::Sqlite { path: data_dir.join("state.db") },
+            compaction: CompactionPolicy::default(),
+            admission: crate::Admission::default(),
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error(transparent)]

@@ -31,15 +31,7 @@ struct Cluster {
 impl Cluster {
     async fn start() -> Cluster {
         let dir = tempfile::tempdir().expect("temporary directory");
-        let server = tug_apiserver::server::start(ServerConfig {
-            data_dir: dir.path().to_path_buf(),
-            listen: "127.0.0.1:0".parse().expect("address"),
-            datastore: tug_store::Datastore::Sqlite { path: dir.path().join("state.db") },
-            compaction: tug_store::CompactionPolicy::default(),
-            admission: tug_apiserver::Admission::default(),
-        })
-        .await
-        .expect("the server starts");
+        let server = tug_apiserver::server::start(ServerConfig::local(dir.path())).await.expect("the server starts");
         let client = Client::new(server.local_service(), "default");
         let (stop, stopped) = watch::channel(false);
         let until_stopped = |mut rx: watch::Receiver<bool>| async move {
