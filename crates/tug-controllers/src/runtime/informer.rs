@@ -184,7 +184,12 @@ where
             }
         };
         let mut relisted: Option<Vec<Arc<K>>> = None;
-        let mut stream = watcher(api, watcher::Config::default()).default_backoff().boxed();
+        // Streaming lists: the initial state arrives on the watch itself, from the server's
+        // cache, with no gap between a list's revision and the watch's start. A paged relist of
+        // 100,000 pods takes long enough for that revision to be compacted away under a heavy
+        // write load, which would 410 the watch and start the relist over, for ever.
+        let config = watcher::Config::default().streaming_lists();
+        let mut stream = watcher(api, config).default_backoff().boxed();
         while let Some(event) = stream.next().await {
             let event = match event {
                 Ok(event) => event,
