@@ -33,15 +33,7 @@ impl Cluster {
     async fn start() -> Cluster {
         let dir = tempfile::tempdir().expect("temporary directory");
         let data = dir.path();
-        let server = tug_apiserver::server::start(ServerConfig {
-            data_dir: data.to_path_buf(),
-            listen: "127.0.0.1:0".parse().expect("address"),
-            datastore: tug_store::Datastore::Sqlite { path: data.join("state.db") },
-            compaction: tug_store::CompactionPolicy::default(),
-            admission: tug_apiserver::Admission::default(),
-        })
-        .await
-        .expect("the server starts");
+        let server = tug_apiserver::server::start(ServerConfig::local(data)).await.expect("the server starts");
         let kubeconfig = kube::config::Kubeconfig::read_from(&server.kubeconfig).expect("kubeconfig parses");
         let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await.expect("config");
         let admin = Client::try_from(config).expect("admin client");

@@ -43,15 +43,7 @@ impl Cluster {
 }
 
 async fn start_server(data_dir: &Path) -> RunningServer {
-    tug_apiserver::server::start(ServerConfig {
-        data_dir: data_dir.to_path_buf(),
-        listen: "127.0.0.1:0".parse().expect("address"),
-        datastore: tug_store::Datastore::Sqlite { path: data_dir.join("state.db") },
-        compaction: tug_store::CompactionPolicy::default(),
-        admission: tug_apiserver::Admission::default(),
-    })
-    .await
-    .expect("the server starts")
+    tug_apiserver::server::start(ServerConfig::local(data_dir)).await.expect("the server starts")
 }
 
 /// An HTTP answer as seen by the client.

@@ -81,15 +81,8 @@ pub async fn start_server(prefix: &str, dir: Option<PathBuf>) -> Result<(tempfil
         .tempdir_in(dir.unwrap_or_else(std::env::temp_dir))
         .map_err(ctx("temporary directory"))?;
     let data_dir = dir.path().to_path_buf();
-    let server = tug_apiserver::server::start(ServerConfig {
-        datastore: tug_store::Datastore::Sqlite { path: data_dir.join("state.db") },
-        data_dir,
-        listen: "127.0.0.1:0".parse().map_err(ctx("listen address"))?,
-        compaction: tug_store::CompactionPolicy::default(),
-        admission: tug_apiserver::Admission::default(),
-    })
-    .await
-    .map_err(ctx("starting the API server"))?;
+    let server =
+        tug_apiserver::server::start(ServerConfig::local(&data_dir)).await.map_err(ctx("starting the API server"))?;
     Ok((dir, server))
 }
 

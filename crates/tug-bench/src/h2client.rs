@@ -260,15 +260,7 @@ mod tests {
     }
 
     async fn start_server(dir: &std::path::Path) -> tug_apiserver::server::RunningServer {
-        tug_apiserver::server::start(tug_apiserver::server::ServerConfig {
-            datastore: tug_store::Datastore::Sqlite { path: dir.join("state.db") },
-            data_dir: dir.to_path_buf(),
-            listen: "127.0.0.1:0".parse().expect("address"),
-            compaction: tug_store::CompactionPolicy::default(),
-            admission: tug_apiserver::Admission::default(),
-        })
-        .await
-        .expect("server starts")
+        tug_apiserver::server::start(tug_apiserver::server::ServerConfig::local(dir)).await.expect("server starts")
     }
 
     fn target(server: &tug_apiserver::server::RunningServer, token: &str) -> Target {

@@ -16,8 +16,7 @@ use kube::Resource;
 use kube::api::{Api, PostParams};
 use tokio::sync::mpsc;
 
-/// The component Kubernetes' controllers report as... each names its own (replicaset-controller,
-/// deployment-controller, ...); this is the source host-less events carry.
+/// How many events may wait to be written; beyond this they are dropped.
 const QUEUE_CAPACITY: usize = 8 * 1024;
 const CONCURRENT_WRITES: usize = 4;
 const SPAM_BURST: f64 = 25.0;

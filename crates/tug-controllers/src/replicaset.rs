@@ -13,13 +13,13 @@ use std::time::Duration;
 use futures::future::join_all;
 use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetCondition, ReplicaSetStatus};
 use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::api::{Api, DeleteParams, PostParams, Preconditions};
 
 use crate::claim::claim;
 use crate::events::{Note, Recorder};
 use crate::pods::{self, is_active, is_available, is_ready};
-use crate::runtime::{Cache, Expectations, Informer, Key, Queue};
+use crate::runtime::{Cache, Expectations, Informer, Key, Queue, dependents};
 
 /// At most this many pods are created or deleted per reconcile (Kubernetes' burstReplicas).
 pub const BURST_REPLICAS: usize = 500;
@@ -189,66 +189,18 @@ impl Controller {
         controller
     }
 
-    /// The set controlling `pod`, if it is a ReplicaSet.
-    fn owner_key(pod: &Pod) -> Option<Key> {
-        let owner =
-            pods::controller_of(&pod.metadata).filter(|r| r.kind == "ReplicaSet" && r.api_version == "apps/v1")?;
-        Some(Key::new(pod.metadata.namespace.as_deref().unwrap_or_default(), &owner.name))
-    }
-
     fn pod_changed(&self, old: Option<&Pod>, new: Option<&Pod>) {
-        match (old, new) {
-            (None, Some(pod)) => match Self::owner_key(pod) {
-                Some(owner) => {
-                    self.expectations.creation_observed(&owner);
-                    if pods::is_deleting(&pod.metadata) {
-                        self.expectations.deletion_observed(&owner, pod.metadata.uid.as_deref().unwrap_or_default());
-                    }
-                    self.queue.add_batched(owner);
-                }
-                None => self.enqueue_selecting(pod),
-            },
-            (Some(old), Some(pod)) => {
-                let (was, is) = (Self::owner_key(old), Self::owner_key(pod));
-                if let Some(owner) = &is
-                    && pods::is_deleting(&pod.metadata)
-                    && !pods::is_deleting(&old.metadata)
-                {
-                    self.expectations.deletion_observed(owner, pod.metadata.uid.as_deref().unwrap_or_default());
-                }
-                let was_controlled = was.is_some();
-                if was != is
-                    && let Some(was) = was
-                {
-                    self.queue.add_batched(was);
-                }
-                match is {
-                    Some(owner) => self.queue.add_batched(owner),
-                    None if old.metadata.labels != pod.metadata.labels || was_controlled => self.enqueue_selecting(pod),
-                    None => {}
-                }
-            }
-            (Some(pod), None) => {
-                if let Some(owner) = Self::owner_key(pod) {
-                    self.expectations.deletion_observed(&owner, pod.metadata.uid.as_deref().unwrap_or_default());
-                    self.queue.add_batched(owner);
-                }
-            }
-            (None, None) => {}
-        }
-    }
-
-    /// An orphan: every set of its namespace whose selector matches may adopt it.
-    fn enqueue_selecting(&self, pod: &Pod) {
-        if pods::is_deleting(&pod.metadata) {
-            return;
-        }
-        let ns = pod.metadata.namespace.as_deref().unwrap_or_default();
-        for set in self.sets.list_namespace(ns) {
-            if pods::selects(set.spec.as_ref().map(|s| &s.selector), pod.metadata.labels.as_ref()) {
-                self.queue.add_batched(Key::of(set.as_ref()));
-            }
-        }
+        let owner_of = |meta: &ObjectMeta| dependents::controller_key(meta, "apps/v1", "ReplicaSet");
+        let enqueue = |key| self.queue.add_batched(key);
+        let adopters = |pod: &Pod| {
+            dependents::enqueue_selecting(
+                pod,
+                &self.sets,
+                |s: &ReplicaSet| s.spec.as_ref().map(|s| &s.selector),
+                enqueue,
+            )
+        };
+        dependents::pod_changed(old, new, owner_of, &self.expectations, enqueue, adopters);
     }
 
     pub async fn run(self, workers: usize) {

@@ -14,6 +14,7 @@ use serde_json::json;
 use tokio::sync::watch;
 use tug_agent::sim::{self, SimOptions};
 use tug_apiserver::server::{RunningServer, ServerConfig};
+use tug_controllers::pods::is_ready;
 use tug_testkit::eventually;
 
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -97,13 +98,6 @@ fn deployment(name: &str, replicas: i32, image: &str, strategy: serde_json::Valu
 
 fn image_of(pod: &Pod) -> String {
     pod.spec.as_ref().and_then(|s| s.containers.first()).and_then(|c| c.image.clone()).unwrap_or_default()
-}
-
-fn is_ready(pod: &Pod) -> bool {
-    pod.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
 async fn pods_of(api: &Api<Pod>, app: &str) -> Vec<Pod> {

@@ -154,15 +154,7 @@ impl Scheduler {
 }
 
 async fn start_in(data_dir: &Path) -> (RunningServer, Client) {
-    let server = tug_apiserver::server::start(ServerConfig {
-        data_dir: data_dir.to_path_buf(),
-        listen: "127.0.0.1:0".parse().expect("address"),
-        datastore: tug_store::Datastore::Sqlite { path: data_dir.join("state.db") },
-        compaction: tug_store::CompactionPolicy::default(),
-        admission: tug_apiserver::Admission::default(),
-    })
-    .await
-    .expect("the server starts");
+    let server = tug_apiserver::server::start(ServerConfig::local(data_dir)).await.expect("the server starts");
     let kubeconfig = kube::config::Kubeconfig::read_from(&server.kubeconfig).expect("kubeconfig parses");
     let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await.expect("kube config");
     (server, Client::try_from(config).expect("kube client"))

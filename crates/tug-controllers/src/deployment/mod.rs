@@ -15,7 +15,7 @@ use serde_json::json;
 use crate::claim::claim;
 use crate::events::Recorder;
 use crate::pods;
-use crate::runtime::{Cache, Expectations, Informer, Key, Queue};
+use crate::runtime::{Cache, Expectations, Informer, Key, Queue, dependents};
 
 pub use self::core::{Action, Observed, Plan, reconcile};
 
@@ -37,8 +37,7 @@ impl std::fmt::Debug for Controller {
 }
 
 fn owner_key(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta, kind: &str) -> Option<Key> {
-    let owner = pods::controller_of(meta).filter(|r| r.kind == kind && r.api_version == "apps/v1")?;
-    Some(Key::new(meta.namespace.as_deref().unwrap_or_default(), &owner.name))
+    dependents::controller_key(meta, "apps/v1", kind)
 }
 
 impl Controller {

@@ -29,7 +29,7 @@ use crate::claim::claim;
 use crate::events::{Note, Recorder};
 use crate::pods;
 use crate::replicaset::{api_message, slow_start};
-use crate::runtime::{Cache, Expectations, Informer, Key, Queue, run_workers};
+use crate::runtime::{Cache, Expectations, Informer, Key, Queue, dependents, run_workers};
 
 /// The loop around [`core::reconcile`].
 #[derive(Clone)]
@@ -105,47 +105,12 @@ impl Controller {
     }
 
     fn pod_changed(&self, old: Option<&Pod>, new: Option<&Pod>) {
-        let uid = |p: &Pod| p.metadata.uid.clone().unwrap_or_default();
-        match (old, new) {
-            (None, Some(pod)) => match job_of(&pod.metadata) {
-                Some(owner) => {
-                    self.expectations.creation_observed(&owner);
-                    if pods::is_deleting(&pod.metadata) {
-                        self.expectations.deletion_observed(&owner, &uid(pod));
-                    }
-                    self.queue.add(owner);
-                }
-                None => self.enqueue_selecting(pod),
-            },
-            (Some(old), Some(pod)) => {
-                let (was, is) = (job_of(&old.metadata), job_of(&pod.metadata));
-                if let Some(owner) = &is
-                    && pods::is_deleting(&pod.metadata)
-                    && !pods::is_deleting(&old.metadata)
-                {
-                    self.expectations.deletion_observed(owner, &uid(pod));
-                }
-                let was_controlled = was.is_some();
-                if was != is
-                    && let Some(was) = was
-                {
-                    self.queue.add(was);
-                }
-                match is {
-                    Some(owner) => self.queue.add(owner),
-                    None if old.metadata.labels != pod.metadata.labels || was_controlled => self.enqueue_selecting(pod),
-                    None => {}
-                }
-            }
-            (Some(pod), None) => {
-                if let Some(owner) = job_of(&pod.metadata) {
-                    self.expectations.deletion_observed(&owner, &uid(pod));
-                    self.queue.add(owner);
-                }
-                return;
-            }
-            (None, None) => return,
-        }
+        let enqueue = |key| self.queue.add(key);
+        let adopters = |pod: &Pod| {
+            dependents::enqueue_selecting(pod, &self.jobs, |j: &Job| j.spec.as_ref()?.selector.as_ref(), enqueue)
+        };
+        dependents::pod_changed(old, new, job_of, &self.expectations, enqueue, adopters);
+        // A finished pod still holding the tracking finalizer without its Job: release it.
         if let Some(pod) = new
             && has_tracking_finalizer(pod)
             && !self.has_live_job(&pod.metadata)
@@ -160,20 +125,6 @@ impl Controller {
         job_of(meta)
             .and_then(|key| self.jobs.get(&key))
             .is_some_and(|job| job.metadata.uid.as_deref() == Some(owner.uid.as_str()))
-    }
-
-    /// An orphan: every Job of its namespace whose selector matches may adopt it.
-    fn enqueue_selecting(&self, pod: &Pod) {
-        if pods::is_deleting(&pod.metadata) {
-            return;
-        }
-        let ns = pod.metadata.namespace.as_deref().unwrap_or_default();
-        for job in self.jobs.list_namespace(ns) {
-            let selector = job.spec.as_ref().and_then(|s| s.selector.as_ref());
-            if pods::selects(selector, pod.metadata.labels.as_ref()) {
-                self.queue.add(Key::of(job.as_ref()));
-            }
-        }
     }
 
     pub async fn run(self, workers: usize) {
@@ -365,8 +316,7 @@ impl Controller {
 
 /// The Job controlling this object, if its controller is a Job.
 fn job_of(meta: &ObjectMeta) -> Option<Key> {
-    let owner = pods::controller_of(meta).filter(|r| r.kind == "Job" && r.api_version == "batch/v1")?;
-    Some(Key::new(meta.namespace.as_deref().unwrap_or_default(), &owner.name))
+    dependents::controller_key(meta, "batch/v1", "Job")
 }
 
 fn has_tracking_finalizer(pod: &Pod) -> bool {

@@ -44,11 +44,17 @@ fn controller_uid<K: Resource>(obj: &K) -> Option<&str> {
 }
 
 impl<K: Resource> Indexed<K> {
-    fn unindex(&mut self, key: &Key, obj: &K) {
-        let (map, index) = match controller_uid(obj) {
+    /// The index an object is kept in, and its entry there: its controller's uid, or, for an
+    /// orphan, its namespace.
+    fn index_of(&mut self, key: &Key, obj: &K) -> (&mut HashMap<String, HashSet<Key>>, String) {
+        match controller_uid(obj) {
             Some(uid) => (&mut self.by_controller, uid.to_string()),
             None => (&mut self.orphans, key.namespace.clone()),
-        };
+        }
+    }
+
+    fn unindex(&mut self, key: &Key, obj: &K) {
+        let (map, index) = self.index_of(key, obj);
         if let Some(set) = map.get_mut(&index) {
             set.remove(key);
             if set.is_empty() {
@@ -58,10 +64,7 @@ impl<K: Resource> Indexed<K> {
     }
 
     fn index(&mut self, key: &Key, obj: &K) {
-        let (map, index) = match controller_uid(obj) {
-            Some(uid) => (&mut self.by_controller, uid.to_string()),
-            None => (&mut self.orphans, key.namespace.clone()),
-        };
+        let (map, index) = self.index_of(key, obj);
         map.entry(index).or_default().insert(key.clone());
     }
 

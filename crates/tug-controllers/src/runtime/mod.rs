@@ -1,6 +1,8 @@
 //! The machinery every controller loop shares: shared indexed informers, a work queue with
-//! client-go's guarantees, and expectations (what a controller is waiting to see in its caches).
+//! client-go's guarantees, expectations (what a controller is waiting to see in its caches), and
+//! the routing of pod changes to the controllers that own pods.
 
+pub mod dependents;
 pub mod expectations;
 pub mod informer;
 pub mod queue;

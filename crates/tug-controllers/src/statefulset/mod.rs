@@ -30,7 +30,7 @@ use crate::claim::claim;
 use crate::events::{Note, Recorder};
 use crate::pods;
 use crate::replicaset::api_message;
-use crate::runtime::{Cache, Expectations, Informer, Key, Queue};
+use crate::runtime::{Cache, Expectations, Informer, Key, Queue, dependents};
 
 pub use self::core::{Action, Observed, Plan, reconcile};
 
@@ -53,9 +53,8 @@ impl std::fmt::Debug for Controller {
 }
 
 /// The StatefulSet controlling `pod`, if one does.
-fn owner_key(pod: &Pod) -> Option<Key> {
-    let owner = pods::controller_of(&pod.metadata).filter(|r| r.kind == "StatefulSet" && r.api_version == "apps/v1")?;
-    Some(Key::new(pod.metadata.namespace.as_deref().unwrap_or_default(), &owner.name))
+fn owner_key(meta: &ObjectMeta) -> Option<Key> {
+    dependents::controller_key(meta, "apps/v1", "StatefulSet")
 }
 
 /// Does one of the set's claim templates name this claim (`<template>-<set>-<ordinal>`)?
@@ -176,59 +175,16 @@ impl Controller {
     }
 
     fn pod_changed(&self, old: Option<&Pod>, new: Option<&Pod>) {
-        let uid = |p: &Pod| p.metadata.uid.clone().unwrap_or_default();
-        match (old, new) {
-            (None, Some(pod)) => match owner_key(pod) {
-                Some(owner) => {
-                    self.expectations.creation_observed(&owner);
-                    if pods::is_deleting(&pod.metadata) {
-                        self.expectations.deletion_observed(&owner, &uid(pod));
-                    }
-                    self.queue.add(owner);
-                }
-                None => self.enqueue_selecting(pod),
-            },
-            (Some(old), Some(pod)) => {
-                let (was, is) = (owner_key(old), owner_key(pod));
-                if let Some(owner) = &is
-                    && pods::is_deleting(&pod.metadata)
-                    && !pods::is_deleting(&old.metadata)
-                {
-                    self.expectations.deletion_observed(owner, &uid(pod));
-                }
-                let was_controlled = was.is_some();
-                if was != is
-                    && let Some(was) = was
-                {
-                    self.queue.add(was);
-                }
-                match is {
-                    Some(owner) => self.queue.add(owner),
-                    None if old.metadata.labels != pod.metadata.labels || was_controlled => self.enqueue_selecting(pod),
-                    None => {}
-                }
-            }
-            (Some(pod), None) => {
-                if let Some(owner) = owner_key(pod) {
-                    self.expectations.deletion_observed(&owner, &uid(pod));
-                    self.queue.add(owner);
-                }
-            }
-            (None, None) => {}
-        }
-    }
-
-    /// An orphan pod: every set of its namespace whose selector matches may adopt it.
-    fn enqueue_selecting(&self, pod: &Pod) {
-        if pods::is_deleting(&pod.metadata) {
-            return;
-        }
-        let ns = pod.metadata.namespace.as_deref().unwrap_or_default();
-        for set in self.sets.list_namespace(ns) {
-            if pods::selects(set.spec.as_ref().map(|s| &s.selector), pod.metadata.labels.as_ref()) {
-                self.queue.add(Key::of(set.as_ref()));
-            }
-        }
+        let enqueue = |key| self.queue.add(key);
+        let adopters = |pod: &Pod| {
+            dependents::enqueue_selecting(
+                pod,
+                &self.sets,
+                |s: &StatefulSet| s.spec.as_ref().map(|s| &s.selector),
+                enqueue,
+            )
+        };
+        dependents::pod_changed(old, new, owner_key, &self.expectations, enqueue, adopters);
     }
 
     /// A claim changed: the sets of its namespace whose claim templates name it look again
