@@ -222,8 +222,9 @@ impl Controller {
         let pods_api: Api<Pod> = Api::namespaced(self.client.clone(), &key.namespace);
         let owner_ref = pods::controller_ref("apps/v1", "ReplicaSet", &set.metadata);
         let selector = set.spec.as_ref().map(|s| &s.selector);
-        let controlled = claim(&pods_api, &self.pods, &set.metadata, &owner_ref, selector).await?;
+        // Read before the cache: an event landing between the two must not let a stale view act.
         let may_act = self.expectations.satisfied(key);
+        let controlled = claim(&pods_api, &self.pods, &set.metadata, &owner_ref, selector).await?;
         let create_failure = self.failures.lock().unwrap_or_else(|e| e.into_inner()).get(key).cloned();
         let observed = Observed {
             set: &set,

@@ -150,6 +150,8 @@ impl Controller {
         let pods_api: Api<Pod> = Api::namespaced(self.client.clone(), &key.namespace);
         let owner_ref = pods::controller_ref("apps/v1", "DaemonSet", &set.metadata);
         let selector = set.spec.as_ref().map(|s| &s.selector);
+        // Read before the cache: an event landing between the two must not let a stale view act.
+        let may_act = self.expectations.satisfied(key);
         let controlled = claim(&pods_api, &self.pods, &set.metadata, &owner_ref, selector).await?;
         let nodes = self.nodes.list();
         let plan = reconcile(&Observed {
@@ -163,7 +165,7 @@ impl Controller {
         }
         // While its own writes are not in the cache yet, the set only reports; their events
         // bring it back.
-        if !plan.actions.is_empty() && self.expectations.satisfied(key) {
+        if !plan.actions.is_empty() && may_act {
             self.carry_out(&set, key, &plan.actions).await;
         }
         self.write_status(&set, plan.status).await?;

@@ -219,6 +219,8 @@ impl Controller {
         let pods_api: Api<Pod> = Api::namespaced(self.client.clone(), &key.namespace);
         let owner_ref = pods::controller_ref("apps/v1", "StatefulSet", &set.metadata);
         let selector = set.spec.as_ref().map(|s| &s.selector);
+        // Read before the cache: an event landing between the two must not let a stale view act.
+        let may_act = self.expectations.satisfied(key);
         let controlled = claim(&pods_api, &self.pods, &set.metadata, &owner_ref, selector).await?;
         let claims = self.claims_of(&set, &controlled);
         let current_template = current_template(&set, &controlled);
@@ -231,7 +233,7 @@ impl Controller {
         });
         // While its own writes are not in the cache yet, the set only reports; their events
         // bring it back.
-        if !plan.actions.is_empty() && self.expectations.satisfied(key) {
+        if !plan.actions.is_empty() && may_act {
             self.carry_out(&set, key, &plan).await?;
         }
         self.write_status(&set, plan.status).await?;
