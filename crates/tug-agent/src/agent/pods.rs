@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::{Container, Pod};
+use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use kube::runtime::{WatchStreamExt, watcher};
 use tokio::task::JoinSet;
@@ -27,7 +27,7 @@ use tug_cri::v1::{
 
 use super::AgentError;
 use super::plan::{Action, ContainerState, Desired, Observed, ObservedContainer, ObservedSandbox, RestartPolicy, plan};
-use super::spec::{NODE_LABEL, POD_UID_LABEL, PodRef, container_config, sandbox_config};
+use super::spec::{ContainerContext, NODE_LABEL, POD_UID_LABEL, PodRef, Referenced, container_config, sandbox_config};
 use super::status::{Facts, StartFailure, changed, pod_status};
 
 /// How often the runtime is relisted for changes (the kubelet's PLEG period).
@@ -189,21 +189,55 @@ async fn ensure_image(ctx: &Ctx, container: &Container) -> Result<(), StartFailu
     }
 }
 
-/// Pulls, creates and starts container `name` (attempt `attempt`) in `sandbox_id`.
-async fn start_container(
-    ctx: &Ctx,
-    pod: &Pod,
-    sandbox_id: &str,
-    pod_ip: &str,
-    name: &str,
-    attempt: u32,
-    log_dir: &std::path::Path,
-) -> Result<(), StartFailure> {
+/// The ConfigMaps and Secrets `pod` refers to, read from the API; missing ones are left out
+/// (the container config says what is missing).
+async fn read_referenced(ctx: &Ctx, pod: &Pod) -> Result<Referenced, SyncError> {
+    let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
+    let (config_maps, secrets) = Referenced::names_in(pod);
+    let mut referenced = Referenced::default();
+    let config_map_api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), namespace);
+    for name in config_maps {
+        let found = config_map_api.get_opt(&name).await.map_err(|e| api_error(&name, e))?;
+        referenced.config_maps.extend(found.map(|o| (name, o)));
+    }
+    let secret_api: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
+    for name in secrets {
+        let found = secret_api.get_opt(&name).await.map_err(|e| api_error(&name, e))?;
+        referenced.secrets.extend(found.map(|o| (name, o)));
+    }
+    Ok(referenced)
+}
+
+fn api_error(name: &str, error: kube::Error) -> SyncError {
+    SyncError { what: format!("reading {name}"), message: error.to_string() }
+}
+
+/// What starting a container of a pod needs from the sync: the pod, its live sandbox, where
+/// its logs go, the objects it refers to.
+struct PodRun<'a> {
+    pod: &'a Pod,
+    sandbox_id: &'a str,
+    pod_ip: &'a str,
+    log_dir: &'a std::path::Path,
+    referenced: &'a Referenced,
+}
+
+/// Pulls, creates and starts container `name` (attempt `attempt`) in the pod's sandbox.
+async fn start_container(ctx: &Ctx, run: &PodRun<'_>, name: &str, attempt: u32) -> Result<(), StartFailure> {
+    let PodRun { pod, sandbox_id, pod_ip, log_dir, referenced } = *run;
     let container = find_container(pod, name)
         .ok_or_else(|| ("CreateContainerConfigError".into(), format!("no container {name}")))?;
     ensure_image(ctx, container).await?;
-    let config = container_config(pod, container, &ctx.node, attempt, pod_ip, &ctx.host_ip)
-        .map_err(|e| ("CreateContainerConfigError".to_string(), e.0))?;
+    let context = ContainerContext {
+        node: &ctx.node,
+        attempt,
+        pod_ip,
+        host_ip: &ctx.host_ip,
+        referenced,
+        mounts: &[], // TODO(volumes): the container's mounts.
+    };
+    let config =
+        container_config(pod, container, &context).map_err(|e| ("CreateContainerConfigError".to_string(), e.0))?;
     let _ = std::fs::create_dir_all(log_dir.join(name));
     let sandbox_config = sandbox_config(pod, &ctx.node, 0, &ctx.dns, &log_dir.to_string_lossy());
     let mut cri = ctx.cri.clone();
@@ -239,6 +273,11 @@ async fn execute(
     let live = observed.live_sandbox();
     let (mut sandbox_id, mut pod_ip) = (live.map(|s| s.id.clone()), live.map(|s| s.ip.clone()).unwrap_or_default());
     let log_dir = pod.map(|p| ctx.pods_dir.join(PodRef::of(p).log_dir_name())).unwrap_or_default();
+    let starts_containers = actions.iter().any(|a| matches!(a, Action::StartContainer { .. }));
+    let referenced = match pod {
+        Some(pod) if starts_containers => read_referenced(ctx, pod).await?,
+        _ => Referenced::default(),
+    };
     // Containers stop side by side, so the pod's grace period is spent once, not per container.
     let stops: Vec<(String, i64)> = actions
         .iter()
@@ -283,7 +322,9 @@ async fn execute(
             }
             Action::StartContainer { name, attempt, .. } => {
                 let (Some(pod), Some(sandbox)) = (pod, sandbox_id.as_deref()) else { continue };
-                if let Err(failure) = start_container(ctx, pod, sandbox, &pod_ip, &name, attempt, &log_dir).await {
+                let run =
+                    PodRun { pod, sandbox_id: sandbox, pod_ip: &pod_ip, log_dir: &log_dir, referenced: &referenced };
+                if let Err(failure) = start_container(ctx, &run, &name, attempt).await {
                     tracing::warn!(pod = ?pod.metadata.name, container = %name, reason = %failure.0, message = %failure.1, "container did not start");
                     failures.push((name, failure));
                 }

@@ -2,12 +2,12 @@
 //! mappings, labels tying it to the pod as the kubelet does) and each container's config
 //! (command, args, env with `fieldRef`s resolved, working dir, linux resources).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
-use k8s_openapi::api::core::v1::{Container, Pod};
+use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret};
 use tug_cri::v1::{
     ContainerConfig, ContainerMetadata, DnsConfig, ImageSpec, KeyValue, LinuxContainerConfig, LinuxContainerResources,
-    LinuxPodSandboxConfig, PodSandboxConfig, PodSandboxMetadata, PortMapping, Protocol,
+    LinuxPodSandboxConfig, Mount, PodSandboxConfig, PodSandboxMetadata, PortMapping, Protocol,
 };
 
 /// Labels the kubelet puts on sandboxes and containers; adoption after a restart finds pods by them.
@@ -23,6 +23,61 @@ pub const NODE_LABEL: &str = "io.tugboat.node";
 const CPU_PERIOD_US: i64 = 100_000;
 /// Lowest cpu.shares the kernel accepts; what a pod without a cpu request gets.
 const MIN_CPU_SHARES: i64 = 2;
+
+/// The ConfigMaps and Secrets of the pod's namespace that the pod refers to (env, envFrom,
+/// volumes, image pull secrets), by name, as the agent read them; absent ones are missing.
+#[derive(Debug, Clone, Default)]
+pub struct Referenced {
+    pub config_maps: BTreeMap<String, ConfigMap>,
+    pub secrets: BTreeMap<String, Secret>,
+}
+
+impl Referenced {
+    /// The names of the ConfigMaps and of the Secrets `pod` refers to.
+    pub fn names_in(pod: &Pod) -> (Vec<String>, Vec<String>) {
+        let (mut config_maps, mut secrets) = (Vec::new(), Vec::new());
+        let Some(spec) = pod.spec.as_ref() else { return (config_maps, secrets) };
+        let containers = spec.init_containers.iter().flatten().chain(&spec.containers);
+        for container in containers {
+            for from in container.env.iter().flatten().filter_map(|e| e.value_from.as_ref()) {
+                config_maps.extend(from.config_map_key_ref.as_ref().map(|r| r.name.clone()));
+                secrets.extend(from.secret_key_ref.as_ref().map(|r| r.name.clone()));
+            }
+            for from in container.env_from.iter().flatten() {
+                config_maps.extend(from.config_map_ref.as_ref().map(|r| r.name.clone()));
+                secrets.extend(from.secret_ref.as_ref().map(|r| r.name.clone()));
+            }
+        }
+        for volume in spec.volumes.iter().flatten() {
+            config_maps.extend(volume.config_map.as_ref().map(|c| c.name.clone()));
+            secrets.extend(volume.secret.as_ref().and_then(|s| s.secret_name.clone()));
+            for source in volume.projected.iter().flat_map(|p| p.sources.iter().flatten()) {
+                config_maps.extend(source.config_map.as_ref().map(|c| c.name.clone()));
+                secrets.extend(source.secret.as_ref().map(|s| s.name.clone()));
+            }
+        }
+        secrets.extend(spec.image_pull_secrets.iter().flatten().map(|r| r.name.clone()));
+        for list in [&mut config_maps, &mut secrets] {
+            list.retain(|n| !n.is_empty());
+            list.sort();
+            list.dedup();
+        }
+        (config_maps, secrets)
+    }
+}
+
+/// What a container's config needs beyond the pod: where it runs, what the agent resolved.
+#[derive(Debug, Clone, Copy)]
+pub struct ContainerContext<'a> {
+    pub node: &'a str,
+    /// The container's restart count (CRI attempt).
+    pub attempt: u32,
+    pub pod_ip: &'a str,
+    pub host_ip: &'a str,
+    pub referenced: &'a Referenced,
+    /// The container's volume mounts, resolved to host paths.
+    pub mounts: &'a [Mount],
+}
 
 /// Why a container's config could not be built.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -234,11 +289,9 @@ pub fn linux_resources(container: &Container) -> LinuxContainerResources {
 pub fn container_config(
     pod: &Pod,
     container: &Container,
-    node: &str,
-    attempt: u32,
-    pod_ip: &str,
-    host_ip: &str,
+    context: &ContainerContext,
 ) -> Result<ContainerConfig, ConfigError> {
+    let ContainerContext { node, attempt, pod_ip, host_ip, .. } = *context;
     let env = environment(pod, container, pod_ip, host_ip)?;
     let expand_all = |items: &Option<Vec<String>>| items.iter().flatten().map(|s| expand(s, &env)).collect();
     let mut labels = PodRef::of(pod).labels(node);
@@ -259,6 +312,7 @@ pub fn container_config(
         stdin: container.stdin.unwrap_or(false),
         stdin_once: container.stdin_once.unwrap_or(false),
         tty: container.tty.unwrap_or(false),
+        mounts: context.mounts.to_vec(),
         linux: Some(LinuxContainerConfig { resources: Some(linux_resources(container)), security_context: None }),
         ..Default::default()
     })
@@ -325,7 +379,16 @@ mod tests {
     fn container_config_resolves_env_expands_args_and_converts_resources() {
         let pod = pod();
         let container = &pod.spec.as_ref().expect("spec").containers[0];
-        let config = container_config(&pod, container, "n1", 3, "10.1.0.5", "192.0.2.2").expect("config");
+        let referenced = Referenced::default();
+        let context = ContainerContext {
+            node: "n1",
+            attempt: 3,
+            pod_ip: "10.1.0.5",
+            host_ip: "192.0.2.2",
+            referenced: &referenced,
+            mounts: &[],
+        };
+        let config = container_config(&pod, container, &context).expect("config");
         let env: Vec<(String, String)> = config.envs.iter().map(|kv| (kv.key.clone(), kv.value.clone())).collect();
         let get = |k: &str| env.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str());
         assert_eq!(get("MY_IP"), Some("10.1.0.5"));
@@ -354,7 +417,34 @@ mod tests {
             .expect("env"),
         ]);
         let container = spec.containers[0].clone();
-        assert!(container_config(&pod, &container, "n1", 0, "", "").is_err());
+        let referenced = Referenced::default();
+        let context =
+            ContainerContext { node: "n1", attempt: 0, pod_ip: "", host_ip: "", referenced: &referenced, mounts: &[] };
+        assert!(container_config(&pod, &container, &context).is_err());
+    }
+
+    #[test]
+    fn referenced_objects_are_named_once_from_env_volumes_and_pull_secrets() {
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "spec": {
+                "imagePullSecrets": [{"name": "registry"}],
+                "containers": [{
+                    "name": "c",
+                    "env": [{"name": "A", "valueFrom": {"configMapKeyRef": {"name": "settings", "key": "a"}}},
+                            {"name": "B", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "b"}}}],
+                    "envFrom": [{"configMapRef": {"name": "settings"}}],
+                }],
+                "volumes": [
+                    {"name": "v1", "configMap": {"name": "files"}},
+                    {"name": "v2", "secret": {"secretName": "tls"}},
+                    {"name": "v3", "projected": {"sources": [{"configMap": {"name": "more"}}, {"secret": {"name": "creds"}}]}},
+                ],
+            },
+        }))
+        .expect("pod");
+        let (config_maps, secrets) = Referenced::names_in(&pod);
+        assert_eq!(config_maps, ["files", "more", "settings"]);
+        assert_eq!(secrets, ["creds", "registry", "tls"]);
     }
 
     #[test]
