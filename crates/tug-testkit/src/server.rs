@@ -19,12 +19,18 @@ pub struct TugServer {
 }
 
 impl TugServer {
-    /// Starts `binary server` and waits for its kubeconfig and a TCP connect (connections made
-    /// before bootstrap ends wait in the listen backlog). Retries on another port if the free
-    /// port was taken in the meantime.
+    /// Starts `binary server --disable-agent` (the control plane only: tests bring hollow nodes
+    /// or agents of their own) and waits until it listens.
     pub fn start(binary: &Path) -> TugServer {
+        Self::start_with(binary, &["--disable-agent"])
+    }
+
+    /// Starts `binary server ARGS...` and waits for its kubeconfig and a TCP connect
+    /// (connections made before bootstrap ends wait in the listen backlog). Retries on another
+    /// port if the free port was taken in the meantime.
+    pub fn start_with(binary: &Path, args: &[&str]) -> TugServer {
         for _ in 0..3 {
-            let mut server = Self::spawn(binary, free_port());
+            let mut server = Self::spawn(binary, free_port(), args);
             match server.wait_until_listening() {
                 Ok(()) => return server,
                 Err(_) if server.log().contains("Address already in use") => continue,
@@ -34,13 +40,14 @@ impl TugServer {
         panic!("tug server could not bind a free port in 3 attempts");
     }
 
-    fn spawn(binary: &Path, port: u16) -> TugServer {
+    fn spawn(binary: &Path, port: u16, args: &[&str]) -> TugServer {
         let data_dir = tempfile::tempdir().expect("temporary data dir");
         let log = std::fs::File::create(data_dir.path().join("server.log")).expect("server log file");
         let child = Command::new(binary)
             .args(["server", "--data-dir"])
             .arg(data_dir.path())
             .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)

@@ -41,9 +41,12 @@ struct ServerArgs {
     /// Do not run a node agent inside the server.
     #[arg(long)]
     disable_agent: bool,
-    /// Name of the server's own node.
+    /// Name of the server's own node; default: this host's name.
     #[arg(long)]
     node_name: Option<String>,
+    /// The server's own node's pod address range.
+    #[arg(long, default_value = "10.42.0.0/24")]
+    pod_cidr: String,
     /// How the scheduler scores nodes that fit: spread pods (least allocated) or bin-pack them
     /// (most allocated).
     #[arg(long, default_value = "spread", value_parser = ["spread", "binpack"])]
@@ -265,6 +268,20 @@ fn agent(args: AgentArgs) -> ExitCode {
     })
 }
 
+/// The options of the agent inside `tug server`: the server's data dir holds its containerd,
+/// pods and `images/` (OCI archives imported at start), so the server's data dir is the one
+/// place a single-node cluster keeps everything. `None` (with a message) when this host has no
+/// usable name.
+fn local_agent_options(args: &ServerArgs) -> Option<tug_agent::agent::AgentOptions> {
+    let Some(node_name) = args.node_name.clone().or_else(host_name) else {
+        eprintln!("tug server: cannot tell this host's name for its node; give one with --node-name");
+        return None;
+    };
+    let mut options = tug_agent::agent::AgentOptions::new(node_name, args.data_dir.clone());
+    options.pod_cidr = args.pod_cidr.clone();
+    Some(options)
+}
+
 /// This host's name, as the Node of its agent is called by default.
 fn host_name() -> Option<String> {
     std::fs::read_to_string("/etc/hostname").ok().map(|h| h.trim().to_lowercase()).filter(|h| !h.is_empty())
@@ -383,10 +400,7 @@ fn server(args: ServerArgs) -> ExitCode {
             server.kubeconfig.display(),
             args.data_dir.join("node-token").display()
         );
-        if !args.disable_agent {
-            tracing::warn!("the node agent is not part of this build yet; running the control plane only");
-        }
-        let _ = args.node_name;
+        let local_node = if args.disable_agent { None } else { local_agent_options(&args) };
         // The scheduler is an API client like any other, over the in-process service.
         let (stop_components, components_stopped) = tokio::sync::watch::channel(false);
         let scheduler = {
@@ -423,11 +437,32 @@ fn server(args: ServerArgs) -> ExitCode {
                 tug_controllers::run(client, options, shutdown).await;
             })
         };
+        let agent = local_node.map(|options| {
+            let client = kube::Client::new(server.local_service(), "default");
+            let mut stopped = components_stopped.clone();
+            eprintln!("tug server: running this host's pods as node {}", options.node_name);
+            tokio::spawn(async move {
+                let shutdown = async move {
+                    let _ = stopped.wait_for(|s| *s).await;
+                };
+                // The control plane keeps serving without its node: other nodes may join.
+                if let Err(e) = tug_agent::agent::run(client, options, shutdown).await {
+                    eprintln!(
+                        "tug server: the local node agent stopped: {e}. The control plane keeps running; \
+                         fix the cause (is containerd installed? scripts/up.sh installs it) and restart, \
+                         or pass --disable-agent to run the control plane only."
+                    );
+                }
+            })
+        });
         stop.await;
         eprintln!("tug server: stopping");
         let _ = stop_components.send(true);
         let _ = scheduler.await;
         let _ = controllers.await;
+        if let Some(agent) = agent {
+            let _ = agent.await;
+        }
         server.stop().await;
         ExitCode::SUCCESS
     })
