@@ -39,6 +39,13 @@ ensure_containerd() {
   ensure_packages containerd runc containernetworking-plugins busybox-static
 }
 
+# A local image registry and the tool that fills it, for the node agent's acceptance test
+# (pulling from a registry). Debian's docker-registry may start a system-wide registry on install
+# where systemd runs; the tests run their own, on their own ports.
+ensure_registry_tools() {
+  ensure_packages docker-registry skopeo
+}
+
 # kubectl for the acceptance tests: the one on PATH if any (a current one is best), else
 # Debian's kubernetes-client.
 ensure_kubectl() {

@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 . scripts/lib.sh
 ensure_packages "${BUILD_PACKAGES[@]}" etcd-server
 ensure_containerd
+ensure_registry_tools
 ensure_rust
 ensure_kubectl
 ensure_python_kubernetes

@@ -10,10 +10,15 @@ use crate::{free_port, wait_for};
 
 /// How long the server may take to listen after it was started.
 pub const STARTUP_DEADLINE: Duration = Duration::from_secs(20);
+/// How long a stop on SIGTERM may take (the agent stops its containerd).
+const STOP_DEADLINE: Duration = Duration::from_secs(30);
 
 #[derive(Debug)]
 pub struct TugServer {
-    child: Child,
+    /// `None` only between a stop and the next start.
+    child: Option<Child>,
+    binary: PathBuf,
+    args: Vec<String>,
     data_dir: tempfile::TempDir,
     port: u16,
 }
@@ -29,8 +34,16 @@ impl TugServer {
     /// (connections made before bootstrap ends wait in the listen backlog). Retries on another
     /// port if the free port was taken in the meantime.
     pub fn start_with(binary: &Path, args: &[&str]) -> TugServer {
+        Self::start_in(binary, tempfile::tempdir().expect("temporary data dir"), args)
+    }
+
+    /// As [`TugServer::start_with`], in a data dir the test prepared (images to import, say).
+    pub fn start_in(binary: &Path, data_dir: tempfile::TempDir, args: &[&str]) -> TugServer {
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let mut server = TugServer { child: None, binary: binary.to_path_buf(), args, data_dir, port: 0 };
         for _ in 0..3 {
-            let mut server = Self::spawn(binary, free_port(), args);
+            server.port = free_port();
+            server.spawn();
             match server.wait_until_listening() {
                 Ok(()) => return server,
                 Err(_) if server.log().contains("Address already in use") => continue,
@@ -40,20 +53,47 @@ impl TugServer {
         panic!("tug server could not bind a free port in 3 attempts");
     }
 
-    fn spawn(binary: &Path, port: u16, args: &[&str]) -> TugServer {
-        let data_dir = tempfile::tempdir().expect("temporary data dir");
-        let log = std::fs::File::create(data_dir.path().join("server.log")).expect("server log file");
-        let child = Command::new(binary)
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.data_dir.path().join("server.log"))
+            .expect("server log file");
+        let child = Command::new(&self.binary)
             .args(["server", "--data-dir"])
-            .arg(data_dir.path())
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .args(args)
+            .arg(self.data_dir.path())
+            .args(["--listen", &format!("127.0.0.1:{}", self.port)])
+            .args(&self.args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .expect("start tug server");
-        TugServer { child, data_dir, port }
+        self.child = Some(child);
+    }
+
+    /// Stops the server with SIGTERM and waits for it to exit (SIGKILL after a deadline).
+    pub fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else { return };
+        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        let stopped = wait_for("tug server to exit", STOP_DEADLINE, || match child.try_wait() {
+            Ok(Some(_)) => Ok(()),
+            _ => Err("still running".to_string()),
+        });
+        if stopped.is_err() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Stops the server with SIGTERM (as an operator would), waits for it to exit, and starts
+    /// it again on the same data dir and port.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+        if let Err(seen) = self.wait_until_listening() {
+            panic!("tug server did not start again: {seen}\n--- server log\n{}", self.log());
+        }
     }
 
     fn wait_until_listening(&mut self) -> Result<(), String> {
@@ -61,7 +101,7 @@ impl TugServer {
         let kubeconfig = self.kubeconfig();
         let port = self.port;
         let result = wait_for("the kubeconfig and a TCP connect", STARTUP_DEADLINE, || {
-            if let Ok(Some(status)) = self.child.try_wait() {
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
                 exited = Some(status);
                 return Ok(());
             }
@@ -78,22 +118,22 @@ impl TugServer {
 
     /// Whether the process has exited (and how), without waiting.
     pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
-        self.child.try_wait().ok().flatten()
+        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.child.as_ref().map_or(0, Child::id)
     }
 
     /// Waits (with a deadline) for the process to exit on its own.
     pub fn wait_exit(&mut self, deadline: Duration) -> Option<std::process::ExitStatus> {
         let mut status = None;
-        let _ = wait_for("tug server to exit", deadline, || match self.child.try_wait() {
-            Ok(Some(s)) => {
+        let _ = wait_for("tug server to exit", deadline, || match self.exited() {
+            Some(s) => {
                 status = Some(s);
                 Ok(())
             }
-            _ => Err("still running".to_string()),
+            None => Err("still running".to_string()),
         });
         status
     }
@@ -125,7 +165,9 @@ impl TugServer {
 
 impl Drop for TugServer {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }

@@ -47,6 +47,9 @@ struct ServerArgs {
     /// The server's own node's pod address range.
     #[arg(long, default_value = "10.42.0.0/24")]
     pod_cidr: String,
+    /// The Linux bridge the server's own node's pods attach to.
+    #[arg(long, default_value = "tug0")]
+    cni_bridge: String,
     /// How the scheduler scores nodes that fit: spread pods (least allocated) or bin-pack them
     /// (most allocated).
     #[arg(long, default_value = "spread", value_parser = ["spread", "binpack"])]
@@ -87,6 +90,9 @@ struct AgentArgs {
     /// The node's pod address range.
     #[arg(long, default_value = "10.42.0.0/24")]
     pod_cidr: String,
+    /// The Linux bridge the node's pods attach to.
+    #[arg(long, default_value = "tug0")]
+    cni_bridge: String,
 }
 
 #[derive(Debug, Args)]
@@ -241,6 +247,7 @@ fn agent(args: AgentArgs) -> ExitCode {
     let mut options = tug_agent::agent::AgentOptions::new(node_name.clone(), args.data_dir.clone());
     options.containerd_socket = args.containerd_socket.clone();
     options.pod_cidr = args.pod_cidr.clone();
+    options.cni_bridge = args.cni_bridge.clone();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -279,6 +286,7 @@ fn local_agent_options(args: &ServerArgs) -> Option<tug_agent::agent::AgentOptio
     };
     let mut options = tug_agent::agent::AgentOptions::new(node_name, args.data_dir.clone());
     options.pod_cidr = args.pod_cidr.clone();
+    options.cni_bridge = args.cni_bridge.clone();
     Some(options)
 }
 
