@@ -2,7 +2,8 @@
 //!
 //! - The namespaces `default`, `kube-system`, `kube-public`, `kube-node-lease`, and the
 //!   `kubernetes` Service in `default` pointing at this server (as the Kubernetes apiserver
-//!   creates them).
+//!   creates them), and the default StorageClass `local-path` (volumes on the node's own disk,
+//!   provisioned by `tug-controllers`' local-path provisioner once a pod is scheduled).
 //! - Namespace deletion: a deleted Namespace is marked Terminating; the finalizer here deletes
 //!   everything in it, then removes the `kubernetes` finalizer and the Namespace itself
 //!   (Kubernetes' namespace controller does this from the controller manager; here it lives with
@@ -50,6 +51,33 @@ pub async fn ensure_defaults(api: &Arc<Api>, addr: SocketAddr) {
     match api.create(&request("v1", "Service", Some("default"), None), &q, svc, &mut Reply::default()).await {
         Ok(_) | Err(_) => {}
     }
+    let class = default_storage_class();
+    match api.create(&request("storage.k8s.io/v1", "StorageClass", None, None), &q, class, &mut Reply::default()).await
+    {
+        Ok(_) => tracing::info!(name = DEFAULT_STORAGE_CLASS, "created the default storage class"),
+        Err(e) if e.code == 409 => {}
+        Err(e) => tracing::warn!(name = DEFAULT_STORAGE_CLASS, error = %e, "cannot create the default storage class"),
+    }
+}
+
+/// The StorageClass every cluster starts with, as k3s ships `local-path`.
+pub const DEFAULT_STORAGE_CLASS: &str = "local-path";
+/// The provisioner of [`DEFAULT_STORAGE_CLASS`] (`tug-controllers`' `localpath`).
+pub const LOCAL_PATH_PROVISIONER: &str = "tugboat.dev/local-path";
+
+/// Local volumes live on one node, so the class waits for the scheduler to pick it
+/// (WaitForFirstConsumer); claims without a class get it (DefaultStorageClass admission).
+fn default_storage_class() -> Value {
+    json!({
+        "apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+        "metadata": {
+            "name": DEFAULT_STORAGE_CLASS,
+            "annotations": {"storageclass.kubernetes.io/is-default-class": "true"},
+        },
+        "provisioner": LOCAL_PATH_PROVISIONER,
+        "volumeBindingMode": "WaitForFirstConsumer",
+        "reclaimPolicy": "Delete",
+    })
 }
 
 /// Starts the task that finishes deleting Terminating namespaces.

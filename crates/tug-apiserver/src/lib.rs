@@ -15,6 +15,7 @@ pub mod local;
 pub mod metrics;
 pub mod object;
 pub mod pki;
+pub mod proxy;
 pub mod request;
 pub mod rest;
 pub mod selectors;
@@ -80,6 +81,8 @@ pub struct Api {
     /// Flips to true when the server stops; open watches end.
     pub shutdown: tokio_watch::Receiver<bool>,
     pub admission: Admission,
+    /// How pod logs, exec, attach and port-forward reach node agents (set once at start).
+    pub kubelet_client: std::sync::OnceLock<proxy::KubeletClient>,
 }
 
 /// Settings of the built-in admission steps.
@@ -124,6 +127,7 @@ impl Api {
             root_ca_pem,
             shutdown,
             admission,
+            kubelet_client: std::sync::OnceLock::new(),
         }))
     }
 
@@ -136,12 +140,19 @@ impl Api {
     /// Serves one HTTP request.
     pub async fn handle(self: &Arc<Self>, req: http::Request<Body>) -> Response<Body> {
         let started = Instant::now();
-        let (parts, body) = req.into_parts();
+        let (mut parts, body) = req.into_parts();
         let route = request::route(parts.uri.path());
         let public = matches!(route, Route::Health | Route::Version);
         let (verb, resource, sub) = metric_labels(&parts.method, &route, parts.uri.query());
         let response = if !public && self.authenticate(&parts.headers).is_none() {
             error_response(&ApiError::unauthorized(), &[])
+        } else if let Route::Resource(req) = &route
+            && proxy::is_proxied(req)
+        {
+            let upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
+            self.proxy(req, &parts.method, &parts.uri, &parts.headers, upgrade)
+                .await
+                .unwrap_or_else(|e| error_response(&e, &[]))
         } else {
             let mut reply = Reply::default();
             match self.dispatch(&parts.method, parts.uri.query(), &parts.headers, route, body, &mut reply).await {

@@ -5,6 +5,9 @@
 //! - `tls/server.crt`, `tls/server.key` — the serving certificate (1 year), signed by the CA,
 //!   for the names in `tls/server.sans`; re-issued (same CA) when the wanted names change or it
 //!   is within 30 days of expiry.
+//! - `tls/apiserver-kubelet-client.crt`, `.key` — the client certificate (1 year, re-issued
+//!   like the serving one) the server presents to node agents when it proxies logs, exec,
+//!   attach and port-forward; agents accept only this identity.
 //! - `tokens/admin` — the admin bearer token written into `kubeconfig.yaml`.
 //! - `node-token` — what agents present to join.
 //!
@@ -22,6 +25,8 @@ use std::time::{Duration, SystemTime};
 const CA_COMMON_NAME: &str = "tugboat-ca";
 const CA_VALIDITY: Duration = Duration::from_secs(10 * 365 * 86_400);
 const SERVER_VALIDITY: Duration = Duration::from_secs(365 * 86_400);
+/// The identity agents require of the server's client certificate (Kubernetes' name for it).
+pub const KUBELET_CLIENT_COMMON_NAME: &str = "kube-apiserver-kubelet-client";
 const RENEW_BEFORE: Duration = Duration::from_secs(30 * 86_400);
 
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +52,9 @@ pub struct Pki {
     pub ca_cert_pem: String,
     pub server_cert_pem: String,
     pub server_key_pem: String,
+    /// What the server presents to node agents (`tls/apiserver-kubelet-client.{crt,key}`).
+    pub kubelet_client_cert_pem: String,
+    pub kubelet_client_key_pem: String,
     pub admin_token: String,
     pub node_token: String,
 }
@@ -58,11 +66,20 @@ impl Pki {
         let tls = data_dir.join("tls");
         create_dir(&tls)?;
         let (ca_cert_pem, ca_key) = load_or_create_ca(&tls)?;
-        let (server_cert_pem, server_key_pem) = load_or_issue_server(&tls, &ca_key, names)?;
+        let (server_cert_pem, server_key_pem) = load_or_issue(&tls, &ca_key, &Leaf::server(names))?;
+        let (kubelet_client_cert_pem, kubelet_client_key_pem) = load_or_issue(&tls, &ca_key, &Leaf::kubelet_client())?;
         create_dir(&data_dir.join("tokens"))?;
         let admin_token = load_or_create_secret(&data_dir.join("tokens/admin"))?;
         let node_token = load_or_create_secret(&data_dir.join("node-token"))?;
-        Ok(Pki { ca_cert_pem, server_cert_pem, server_key_pem, admin_token, node_token })
+        Ok(Pki {
+            ca_cert_pem,
+            server_cert_pem,
+            server_key_pem,
+            kubelet_client_cert_pem,
+            kubelet_client_key_pem,
+            admin_token,
+            node_token,
+        })
     }
 
     /// A kubeconfig for the admin user against `server_url`.
@@ -106,10 +123,43 @@ fn load_or_create_ca(tls: &Path) -> Result<(String, KeyPair), PkiError> {
     }
 }
 
-fn load_or_issue_server(tls: &Path, ca_key: &KeyPair, names: &[String]) -> Result<(String, String), PkiError> {
-    let (cert_path, key_path, sans_path, expiry_path) =
-        (tls.join("server.crt"), tls.join("server.key"), tls.join("server.sans"), tls.join("server.expires"));
-    let wanted = names.join("\n");
+/// A certificate the CA issues: file stem, subject, names and purpose.
+struct Leaf {
+    stem: &'static str,
+    common_name: &'static str,
+    organization: Option<&'static str>,
+    names: Vec<String>,
+    usage: ExtendedKeyUsagePurpose,
+}
+
+impl Leaf {
+    fn server(names: &[String]) -> Leaf {
+        Leaf {
+            stem: "server",
+            common_name: "tugboat-apiserver",
+            organization: None,
+            names: names.to_vec(),
+            usage: ExtendedKeyUsagePurpose::ServerAuth,
+        }
+    }
+
+    /// Kubernetes' `apiserver-kubelet-client`: CN kube-apiserver-kubelet-client, O system:masters.
+    fn kubelet_client() -> Leaf {
+        Leaf {
+            stem: "apiserver-kubelet-client",
+            common_name: KUBELET_CLIENT_COMMON_NAME,
+            organization: Some("system:masters"),
+            names: Vec::new(),
+            usage: ExtendedKeyUsagePurpose::ClientAuth,
+        }
+    }
+}
+
+/// Loads `tls/<stem>.{crt,key}`, issuing it again when its names changed or it nears expiry.
+fn load_or_issue(tls: &Path, ca_key: &KeyPair, leaf: &Leaf) -> Result<(String, String), PkiError> {
+    let file = |ext: &str| tls.join(format!("{}.{ext}", leaf.stem));
+    let (cert_path, key_path, sans_path, expiry_path) = (file("crt"), file("key"), file("sans"), file("expires"));
+    let wanted = leaf.names.join("\n");
     let expires: Option<u64> = read_opt(&expiry_path)?.and_then(|s| s.trim().parse().ok());
     let fresh =
         expires.is_some_and(|at| SystemTime::UNIX_EPOCH + Duration::from_secs(at) > SystemTime::now() + RENEW_BEFORE);
@@ -119,11 +169,14 @@ fn load_or_issue_server(tls: &Path, ca_key: &KeyPair, names: &[String]) -> Resul
     {
         return Ok((cert, key));
     }
-    let mut params = CertificateParams::new(names.to_vec())?;
-    params.distinguished_name.push(DnType::CommonName, "tugboat-apiserver");
+    let mut params = CertificateParams::new(leaf.names.clone())?;
+    params.distinguished_name.push(DnType::CommonName, leaf.common_name);
+    if let Some(organization) = leaf.organization {
+        params.distinguished_name.push(DnType::OrganizationName, organization);
+    }
     params.use_authority_key_identifier_extension = true;
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
-    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    params.extended_key_usages = vec![leaf.usage.clone()];
     let now = SystemTime::now();
     let not_after = now + SERVER_VALIDITY;
     params.not_before = (now - Duration::from_secs(3600)).into();
@@ -251,6 +304,31 @@ mod tests {
         assert_eq!(reissued.ca_cert_pem, first.ca_cert_pem, "the CA clients trust stays");
         assert_ne!(reissued.server_cert_pem, first.server_cert_pem);
         assert!(openssl_verifies(dir.path(), "10.1.2.3"), "the re-issued certificate chains to the same CA");
+    }
+
+    #[test]
+    fn the_kubelet_client_certificate_is_a_ca_signed_client_identity() {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = Pki::load_or_create(dir.path(), &names()).unwrap();
+        let cert = dir.path().join("tls/apiserver-kubelet-client.crt");
+        let verify = |purpose: &str| {
+            Command::new("openssl")
+                .args(["verify", "-purpose", purpose, "-CAfile"])
+                .arg(dir.path().join("tls/ca.crt"))
+                .arg(&cert)
+                .output()
+                .map(|o| o.status.success())
+                .expect("openssl is installed")
+        };
+        assert!(verify("sslclient"), "chains to the CA as a client certificate");
+        assert!(!verify("sslserver"), "it is not a serving certificate");
+        let subject = Command::new("openssl").args(["x509", "-noout", "-subject", "-in"]).arg(&cert).output().unwrap();
+        let subject = String::from_utf8_lossy(&subject.stdout).to_string();
+        assert!(subject.contains("CN = kube-apiserver-kubelet-client"), "{subject}");
+        assert!(subject.contains("O = system:masters"), "{subject}");
+        let again = Pki::load_or_create(dir.path(), &names()).unwrap();
+        assert_eq!(again.kubelet_client_cert_pem, pki.kubelet_client_cert_pem, "reused across restarts");
+        assert!(pki.kubelet_client_key_pem.contains("PRIVATE KEY"));
     }
 
     #[test]

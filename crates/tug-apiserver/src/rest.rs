@@ -347,6 +347,15 @@ impl Api {
             default_service_account(&mut obj);
             default_toleration_seconds(&mut obj, self.admission.default_toleration_seconds);
         }
+        if rt.kind == "PersistentVolumeClaim" {
+            let classes: Vec<Value> = registry::by_kind("storage.k8s.io/v1", "StorageClass")
+                .map(|c| self.cache.list(c.storage, &c.prefix(None), None, 0, &|_| true).0)
+                .unwrap_or_default()
+                .iter()
+                .map(|o| o.value())
+                .collect();
+            default_storage_class(&mut obj, &classes);
+        }
         if rt.kind == "Service" {
             self.services.allocate(&self.cache, &mut obj).map_err(|m| {
                 invalid(
@@ -1240,6 +1249,29 @@ fn default_toleration_seconds(pod: &mut Value, seconds: i64) {
     }
 }
 
+/// Kubernetes' DefaultStorageClass admission: a claim that names no class (the field absent;
+/// `""` asks for no class) gets the default one, the newest if several claim to be it.
+fn default_storage_class(claim: &mut Value, classes: &[Value]) {
+    let annotated = object::annotations(claim).contains_key("volume.beta.kubernetes.io/storage-class");
+    let Some(spec) = claim.get_mut("spec").and_then(Value::as_object_mut) else { return };
+    if annotated || spec.get("storageClassName").is_some_and(|c| !c.is_null()) {
+        return;
+    }
+    let is_default = |class: &&Value| {
+        let annotations = object::annotations(class);
+        ["storageclass.kubernetes.io/is-default-class", "storageclass.beta.kubernetes.io/is-default-class"]
+            .iter()
+            .any(|a| annotations.get(*a).is_some_and(|v| v == "true"))
+    };
+    let newest = classes.iter().filter(is_default).max_by(|a, b| {
+        let created = |c: &Value| object::str_at(c, &["metadata", "creationTimestamp"]).unwrap_or("").to_string();
+        created(a).cmp(&created(b)).then_with(|| object::name(b).cmp(object::name(a)))
+    });
+    if let Some(class) = newest {
+        spec.insert("storageClassName".into(), json!(object::name(class)));
+    }
+}
+
 /// The Scale object of a workload.
 pub fn scale_of(obj: &Value) -> Value {
     let selector = obj.pointer("/spec/selector").map(crate::selectors::selector_string).unwrap_or_default();
@@ -1288,6 +1320,34 @@ mod tests {
         assert_eq!(qos_class(&best), "BestEffort");
         assert_eq!(qos_class(&guaranteed), "Guaranteed");
         assert_eq!(qos_class(&burstable), "Burstable");
+    }
+
+    #[test]
+    fn claims_without_a_class_get_the_default_one() {
+        let class = |name: &str, default: &str, created: &str| {
+            json!({"metadata": {"name": name, "creationTimestamp": created,
+                "annotations": {"storageclass.kubernetes.io/is-default-class": default}}})
+        };
+        let classes = [
+            class("old", "true", "2024-01-01T00:00:00Z"),
+            class("new", "true", "2025-01-01T00:00:00Z"),
+            class("other", "false", "2026-01-01T00:00:00Z"),
+        ];
+        let cases = [
+            (json!({"spec": {}}), Some("new")),
+            (json!({"spec": {"storageClassName": null}}), Some("new")),
+            (json!({"spec": {"storageClassName": ""}}), Some("")),
+            (json!({"spec": {"storageClassName": "fast"}}), Some("fast")),
+            (json!({"metadata": {"annotations": {"volume.beta.kubernetes.io/storage-class": "x"}}, "spec": {}}), None),
+        ];
+        for (claim, want) in cases {
+            let mut got = claim.clone();
+            default_storage_class(&mut got, &classes);
+            assert_eq!(got.pointer("/spec/storageClassName").and_then(Value::as_str), want, "{claim}");
+        }
+        let mut none = json!({"spec": {}});
+        default_storage_class(&mut none, &classes[2..]);
+        assert_eq!(none, json!({"spec": {}}), "no default class, no change");
     }
 
     #[test]

@@ -167,6 +167,9 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
     );
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let api = Api::new(store, tokens, pki.ca_cert_pem.clone(), shutdown_rx.clone(), config.admission.clone()).await?;
+    let kubelet_client = crate::proxy::KubeletClient::new(&pki.kubelet_client_cert_pem, &pki.kubelet_client_key_pem)
+        .map_err(StartError::Tls)?;
+    let _ = api.kubelet_client.set(kubelet_client);
     bootstrap::ensure_defaults(&api, addr).await;
     bootstrap::spawn_namespace_finalizer(api.clone());
 

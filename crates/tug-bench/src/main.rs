@@ -2,10 +2,12 @@
 //! stderr and ends with ONE line of JSON holding its figures on stdout.
 
 mod api;
+mod containers;
 mod controllers;
 mod h2client;
 mod scheduler;
 mod store;
+mod swarm;
 
 use clap::{Parser, Subcommand};
 
@@ -28,6 +30,13 @@ enum Bench {
     /// The controllers with hollow nodes: Deployments until available, a rolling update, a
     /// node's failure until its pods run elsewhere.
     Controllers(controllers::ControllersArgs),
+    /// Real containers: a Deployment of the demo image through one node agent (containerd),
+    /// until all pods run, and its deletion; optionally against Docker swarm.
+    Containers(containers::ContainersArgs),
+    /// The node agent of the `containers` benchmark, run as a child process so its memory is
+    /// measured alone.
+    #[command(hide = true)]
+    ContainersAgent(containers::AgentChildArgs),
 }
 
 fn main() {
@@ -38,6 +47,8 @@ fn main() {
         Bench::Api(args) => runtime.block_on(api::run(args)),
         Bench::Scheduler(args) => runtime.block_on(scheduler::run(args)),
         Bench::Controllers(args) => runtime.block_on(controllers::run(args)),
+        Bench::Containers(args) => runtime.block_on(containers::run(args)),
+        Bench::ContainersAgent(args) => runtime.block_on(containers::agent_child(args)),
     };
     match figures {
         Ok(json) => println!("{json}"),

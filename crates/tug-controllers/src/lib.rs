@@ -12,6 +12,7 @@
 //! - [`gc`] — garbage collection through ownerReferences; [`nodelifecycle`] — silent nodes
 //!   tainted and their pods evicted.
 //! - [`disruption`] — PodDisruptionBudget status, which evictions (`kubectl drain`) obey.
+//! - [`localpath`] — PersistentVolumes on the nodes' own disks for claims of the `local-path` class.
 //! - [`events`] — Events about what the controllers did.
 
 pub mod claim;
@@ -23,6 +24,7 @@ pub mod disruption;
 pub mod events;
 pub mod gc;
 pub mod job;
+pub mod localpath;
 pub mod nodelifecycle;
 pub mod pods;
 pub mod replicaset;
@@ -36,8 +38,9 @@ use std::time::Duration;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Node, PersistentVolumeClaim, Pod};
+use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim, Pod};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::storage::v1::StorageClass;
 use kube::api::Api;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -131,6 +134,8 @@ async fn run_controllers(client: kube::Client, options: ControllerOptions) {
     let mut nodes = Informer::<Node>::new(Api::all(client.clone()));
     let mut leases = Informer::<Lease>::new(Api::namespaced(client.clone(), "kube-node-lease"));
     let mut budgets = Informer::<PodDisruptionBudget>::new(Api::all(client.clone()));
+    let mut volumes = Informer::<PersistentVolume>::new(Api::all(client.clone()));
+    let mut classes = Informer::<StorageClass>::new(Api::all(client.clone()));
 
     let replicaset = replicaset::Controller::new(client.clone(), &mut replicasets, &mut pods);
     let deployment = deployment::Controller::new(client.clone(), &mut deployments, &mut replicasets, &mut pods);
@@ -142,6 +147,7 @@ async fn run_controllers(client: kube::Client, options: ControllerOptions) {
         nodelifecycle::Controller::new(client.clone(), options.node_grace, &mut nodes, &mut leases, &mut pods);
     let disruption =
         disruption::Controller::new(client.clone(), &mut budgets, &mut pods, &replicasets, &deployments, &statefulsets);
+    let localpath = localpath::Controller::new(client.clone(), &mut claims, &mut volumes, &mut classes, &nodes);
     let mut collector = gc::Builder::new(client.clone());
     collector.watch(&mut pods, true);
     collector.watch(&mut replicasets, true);
@@ -166,6 +172,8 @@ async fn run_controllers(client: kube::Client, options: ControllerOptions) {
     tasks.spawn(nodes.run());
     tasks.spawn(leases.run());
     tasks.spawn(budgets.run());
+    tasks.spawn(volumes.run());
+    tasks.spawn(classes.run());
     tasks.spawn(replicaset.run(workers));
     tasks.spawn(deployment.run(workers));
     tasks.spawn(statefulset.run(workers));
@@ -174,6 +182,7 @@ async fn run_controllers(client: kube::Client, options: ControllerOptions) {
     tasks.spawn(cronjob.run(workers));
     tasks.spawn(nodelifecycle.run(workers));
     tasks.spawn(disruption.run(workers));
+    tasks.spawn(localpath.run(workers));
     tasks.spawn(collector.run(workers));
     // The tasks run until this future is dropped (shutdown or lost leadership): JoinSet aborts them.
     while tasks.join_next().await.is_some() {}

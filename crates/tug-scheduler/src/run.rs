@@ -3,24 +3,30 @@
 //!
 //! ```text
 //!  node watcher ─┐                          ┌─> bind tasks (≤ MAX_IN_FLIGHT, pods/binding)
-//!  pod watcher  ─┴─> changes ─> decision loop ┤
+//!  pod watcher  ─┤                          │
+//!  claim, volume,│                          │
+//!  class watchers┴─> changes ─> decision loop ┤
 //!  leader elector ─> leading ─┘              └─> reporter (events, PodScheduled=False)
 //! ```
 //!
 //! The loop ASSUMES each placement in its snapshot the moment it decides it, so the next decision
 //! already sees the node's capacity taken, and binds without waiting; a failed bind forgets the
 //! assumption and the pod is retried after its backoff. Watch decoding and `PodInfo` extraction
-//! happen in the watcher tasks, off the decision loop.
+//! happen in the watcher tasks, off the decision loop. A pod using unbound claims whose class
+//! waits for the first consumer has those claims annotated with its node before it is bound.
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::time::Instant;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Binding, Node, NodeSpec, ObjectReference, Pod};
+use k8s_openapi::api::core::v1::{
+    Binding, Node, NodeSpec, ObjectReference, PersistentVolume, PersistentVolumeClaim, Pod,
+};
+use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::{Api, PostParams};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher;
 use tokio::sync::{mpsc, watch};
@@ -93,6 +99,9 @@ pub async fn run(
     let (changes_tx, changes) = mpsc::channel(CHANGES_CAPACITY);
     let mut background = JoinSet::new();
     background.spawn(watch_nodes(client.clone(), changes_tx.clone()));
+    background.spawn(watch_volume_kind(Api::<PersistentVolumeClaim>::all(client.clone()), changes_tx.clone()));
+    background.spawn(watch_volume_kind(Api::<PersistentVolume>::all(client.clone()), changes_tx.clone()));
+    background.spawn(watch_volume_kind(Api::<StorageClass>::all(client.clone()), changes_tx.clone()));
     background.spawn(watch_pods(client.clone(), options.scheduler_name.clone(), changes_tx));
     let (leading_tx, leading) = watch::channel(false);
     let elector = Elector::new(client.clone(), &options.lease_namespace, &options.lease_name, &options.identity);
@@ -127,12 +136,87 @@ enum Change {
     },
     /// A pod deleted, finished (Succeeded/Failed), terminating before placement, or not ours.
     PodGone(String),
+    Claim(Box<PersistentVolumeClaim>),
+    Volume(Box<PersistentVolume>),
+    Class(Box<StorageClass>),
+    /// A claim, volume or class deleted: its kind, namespace (empty if cluster-scoped), name.
+    VolumeObjectGone(Kind, String, String),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Kind {
     Nodes,
     Pods,
+    Claims,
+    Volumes,
+    Classes,
+}
+
+/// The kinds that say where a pod's volumes may be: claims, persistent volumes, storage classes.
+const VOLUME_KINDS: [Kind; 3] = [Kind::Claims, Kind::Volumes, Kind::Classes];
+
+/// A kind the scheduler follows for volume binding, and how its objects become changes.
+trait VolumeObject:
+    kube::Resource<DynamicType = ()> + Clone + k8s_openapi::serde::de::DeserializeOwned + std::fmt::Debug
+{
+    const KIND: Kind;
+    fn change(self) -> Change;
+}
+
+impl VolumeObject for PersistentVolumeClaim {
+    const KIND: Kind = Kind::Claims;
+    fn change(self) -> Change {
+        Change::Claim(Box::new(self))
+    }
+}
+
+impl VolumeObject for PersistentVolume {
+    const KIND: Kind = Kind::Volumes;
+    fn change(self) -> Change {
+        Change::Volume(Box::new(self))
+    }
+}
+
+impl VolumeObject for StorageClass {
+    const KIND: Kind = Kind::Classes;
+    fn change(self) -> Change {
+        Change::Class(Box::new(self))
+    }
+}
+
+fn volume_change<K: VolumeObject>(event: watcher::Event<K>) -> Change {
+    match event {
+        watcher::Event::Init => Change::Relisting(K::KIND),
+        watcher::Event::InitDone => Change::Listed(K::KIND),
+        watcher::Event::Apply(obj) | watcher::Event::InitApply(obj) => obj.change(),
+        watcher::Event::Delete(obj) => {
+            let meta = obj.meta();
+            Change::VolumeObjectGone(
+                K::KIND,
+                meta.namespace.clone().unwrap_or_default(),
+                meta.name.clone().unwrap_or_default(),
+            )
+        }
+    }
+}
+
+/// Follows every object of one volume kind; ends only when the loop stops listening.
+async fn watch_volume_kind<K>(api: Api<K>, changes: mpsc::Sender<Change>)
+where
+    K: VolumeObject + Send + Sync + 'static,
+{
+    let config = watcher::Config::default().streaming_lists();
+    let mut events = std::pin::pin!(watcher(api, config).default_backoff());
+    while let Some(event) = events.next().await {
+        match event {
+            Ok(event) => {
+                if changes.send(volume_change(event)).await.is_err() {
+                    return;
+                }
+            }
+            Err(e) => tracing::warn!(kind = ?K::KIND, error = %e, "watch failed; retrying"),
+        }
+    }
 }
 
 /// The parts of a Node whose change could let a waiting pod fit (heartbeats change none of them).
@@ -257,8 +341,16 @@ struct BindOutcome {
     result: Result<(), kube::Error>,
 }
 
-/// Posts a v1 Binding to pods/binding.
-async fn bind(client: kube::Client, pod: PodRef, node: String) -> BindOutcome {
+/// Writes the chosen node on the pod's claims that wait for it (as Kubernetes' VolumeBinding
+/// PreBind), then posts a v1 Binding to pods/binding.
+async fn bind(client: kube::Client, pod: PodRef, node: String, claims: Vec<String>) -> BindOutcome {
+    let claims_api = Api::<PersistentVolumeClaim>::namespaced(client.clone(), &pod.namespace);
+    for claim in &claims {
+        let patch = serde_json::json!({"metadata": {"annotations": {core::SELECTED_NODE_ANNOTATION: &node}}});
+        if let Err(e) = claims_api.patch(claim, &PatchParams::default(), &Patch::Merge(&patch)).await {
+            return BindOutcome { pod, node, result: Err(e) };
+        }
+    }
     let binding = Binding {
         metadata: ObjectMeta {
             name: Some(pod.name.clone()),
@@ -297,6 +389,9 @@ struct Scheduler {
     /// During a relist, what was listed so far; `None` when not relisting.
     relisted_nodes: Option<HashSet<String>>,
     relisted_pods: Option<HashSet<String>>,
+    /// Per volume kind being relisted, the (namespace, name) of what was listed so far.
+    relisted_volumes: HashMap<Kind, HashSet<(String, String)>>,
+    volumes_synced: HashSet<Kind>,
     nodes_synced: bool,
     pods_synced: bool,
     leading: bool,
@@ -311,7 +406,11 @@ impl Scheduler {
             client,
             strategy: options.strategy,
             identity: options.identity.clone(),
-            snapshot: Snapshot::new(),
+            snapshot: {
+                let mut snapshot = Snapshot::new();
+                snapshot.track_volumes();
+                snapshot
+            },
             queue: SchedulingQueue::new(),
             pending: HashMap::new(),
             placed: HashMap::new(),
@@ -319,6 +418,8 @@ impl Scheduler {
             nodes: HashMap::new(),
             relisted_nodes: None,
             relisted_pods: None,
+            relisted_volumes: HashMap::new(),
+            volumes_synced: HashSet::new(),
             nodes_synced: false,
             pods_synced: false,
             leading: false,
@@ -328,7 +429,10 @@ impl Scheduler {
 
     /// Decisions need a complete picture: both initial lists done, and the lease held.
     fn may_schedule(&self) -> bool {
-        self.leading && self.nodes_synced && self.pods_synced
+        self.leading
+            && self.nodes_synced
+            && self.pods_synced
+            && VOLUME_KINDS.iter().all(|k| self.volumes_synced.contains(k))
     }
 
     async fn run(
@@ -424,6 +528,9 @@ impl Scheduler {
         match change {
             Change::Relisting(Kind::Nodes) => self.relisted_nodes = Some(HashSet::new()),
             Change::Relisting(Kind::Pods) => self.relisted_pods = Some(HashSet::new()),
+            Change::Relisting(kind) => {
+                self.relisted_volumes.insert(kind, HashSet::new());
+            }
             Change::Listed(Kind::Nodes) => {
                 let listed = self.relisted_nodes.take().unwrap_or_default();
                 let gone: Vec<String> = self.nodes.keys().filter(|n| !listed.contains(*n)).cloned().collect();
@@ -441,6 +548,43 @@ impl Scheduler {
                     self.pod_gone(&uid, now);
                 }
                 self.pods_synced = true;
+            }
+            Change::Listed(kind) => {
+                let listed = self.relisted_volumes.remove(&kind).unwrap_or_default();
+                let volumes = &self.snapshot.volumes;
+                let known: Vec<(String, String)> = match kind {
+                    Kind::Claims => volumes.claim_keys().cloned().collect(),
+                    Kind::Volumes => volumes.volume_names().map(|n| (String::new(), n.clone())).collect(),
+                    _ => volumes.class_names().map(|n| (String::new(), n.clone())).collect(),
+                };
+                for (namespace, name) in known.into_iter().filter(|k| !listed.contains(k)) {
+                    self.volume_object_gone(kind, &namespace, &name);
+                }
+                self.volumes_synced.insert(kind);
+                self.queue.cluster_changed(now);
+            }
+            Change::Claim(claim) => {
+                let meta = &claim.metadata;
+                self.note_volume_listed(Kind::Claims, meta.namespace.as_deref(), meta.name.as_deref());
+                if self.snapshot.upsert_claim(&claim) {
+                    self.queue.cluster_changed(now);
+                }
+            }
+            Change::Volume(volume) => {
+                self.note_volume_listed(Kind::Volumes, None, volume.metadata.name.as_deref());
+                if self.snapshot.upsert_volume(&volume) {
+                    self.queue.cluster_changed(now);
+                }
+            }
+            Change::Class(class) => {
+                self.note_volume_listed(Kind::Classes, None, class.metadata.name.as_deref());
+                if self.snapshot.upsert_storage_class(&class) {
+                    self.queue.cluster_changed(now);
+                }
+            }
+            Change::VolumeObjectGone(kind, namespace, name) => {
+                self.note_volume_listed(kind, Some(&namespace), Some(&name));
+                self.volume_object_gone(kind, &namespace, &name);
             }
             Change::NodeUp(info, shape) => {
                 if let Some(listed) = &mut self.relisted_nodes {
@@ -494,6 +638,21 @@ impl Scheduler {
         }
     }
 
+    fn note_volume_listed(&mut self, kind: Kind, namespace: Option<&str>, name: Option<&str>) {
+        if let Some(listed) = self.relisted_volumes.get_mut(&kind) {
+            listed.insert((namespace.unwrap_or_default().to_string(), name.unwrap_or_default().to_string()));
+        }
+    }
+
+    /// A claim, volume or class is gone; pods waiting on it stay parked (they only fit less).
+    fn volume_object_gone(&mut self, kind: Kind, namespace: &str, name: &str) {
+        match kind {
+            Kind::Claims => self.snapshot.remove_claim(namespace, name),
+            Kind::Volumes => self.snapshot.remove_volume(name),
+            _ => self.snapshot.remove_storage_class(name),
+        };
+    }
+
     fn note_listed(&mut self, uid: &str) {
         if let Some(listed) = &mut self.relisted_pods {
             listed.insert(uid.to_string());
@@ -540,8 +699,12 @@ impl Scheduler {
         ) {
             Ok(node) => {
                 self.snapshot.add_pod(&node, &pending.info);
+                let claims = self.snapshot.claims_to_select(&pending.info);
+                for claim in &claims {
+                    self.snapshot.assume_selected_node(pending.info.namespace(), claim, &node);
+                }
                 self.assumed.insert(uid.to_string(), node.clone());
-                self.binds.spawn(bind(self.client.clone(), PodRef::of(&pending.pod), node));
+                self.binds.spawn(bind(self.client.clone(), PodRef::of(&pending.pod), node, claims));
             }
             Err(diagnosis) => {
                 self.queue.unschedulable(uid, now);

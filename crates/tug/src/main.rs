@@ -50,6 +50,10 @@ struct ServerArgs {
     /// The Linux bridge the server's own node's pods attach to.
     #[arg(long, default_value = "tug0")]
     cni_bridge: String,
+    /// The port of the server's own node's agent API (logs, exec, port-forward; the kubelet's
+    /// 10250). 0 picks a free one.
+    #[arg(long, default_value_t = tug_agent::agent::DEFAULT_API_PORT)]
+    agent_api_port: u16,
     /// How the scheduler scores nodes that fit: spread pods (least allocated) or bin-pack them
     /// (most allocated).
     #[arg(long, default_value = "spread", value_parser = ["spread", "binpack"])]
@@ -93,6 +97,10 @@ struct AgentArgs {
     /// The Linux bridge the node's pods attach to.
     #[arg(long, default_value = "tug0")]
     cni_bridge: String,
+    /// The port of the agent's API (logs, exec, port-forward for the API server only; the
+    /// kubelet's 10250). 0 picks a free one.
+    #[arg(long, default_value_t = tug_agent::agent::DEFAULT_API_PORT)]
+    api_port: u16,
 }
 
 #[derive(Debug, Args)]
@@ -248,6 +256,14 @@ fn agent(args: AgentArgs) -> ExitCode {
     options.containerd_socket = args.containerd_socket.clone();
     options.pod_cidr = args.pod_cidr.clone();
     options.cni_bridge = args.cni_bridge.clone();
+    options.api_port = args.api_port;
+    options.ca_cert_pem = match std::fs::read_to_string(&ca_file) {
+        Ok(pem) => Some(pem),
+        Err(e) => {
+            eprintln!("tug agent: cannot read the cluster CA {}: {e}", ca_file.display());
+            return ExitCode::from(2);
+        }
+    };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -287,6 +303,7 @@ fn local_agent_options(args: &ServerArgs) -> Option<tug_agent::agent::AgentOptio
     let mut options = tug_agent::agent::AgentOptions::new(node_name, args.data_dir.clone());
     options.pod_cidr = args.pod_cidr.clone();
     options.cni_bridge = args.cni_bridge.clone();
+    options.api_port = args.agent_api_port;
     Some(options)
 }
 
@@ -445,7 +462,8 @@ fn server(args: ServerArgs) -> ExitCode {
                 tug_controllers::run(client, options, shutdown).await;
             })
         };
-        let agent = local_node.map(|options| {
+        let agent = local_node.map(|mut options| {
+            options.ca_cert_pem = Some(server.pki.ca_cert_pem.clone());
             let client = kube::Client::new(server.local_service(), "default");
             let mut stopped = components_stopped.clone();
             eprintln!("tug server: running this host's pods as node {}", options.node_name);

@@ -105,7 +105,7 @@ impl Cluster {
         let octet = u8::from_str_radix(&suffix[suffix.len() - 2..], 16).expect("hex suffix");
         let cidr = format!("10.215.{octet}.0/24");
         let binary = Path::new(env!("CARGO_BIN_EXE_tug"));
-        let args = ["--node-name", &node, "--pod-cidr", &cidr, "--cni-bridge", &bridge];
+        let args = ["--node-name", &node, "--pod-cidr", &cidr, "--cni-bridge", &bridge, "--agent-api-port", "0"];
         let server = TugServer::start_in(binary, dir, &args);
         let cluster = Cluster { server, node, bridge, cache_dir: tempfile::tempdir().expect("kubectl cache") };
         cluster.wait_node_ready();
@@ -385,4 +385,118 @@ fn a_crashing_container_backs_off() {
         }
     })
     .unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// A pod of the local busybox (the sandbox image is busybox too) running `script` in `sh`.
+fn shell_pod(name: &str, script: &str, extra_spec: Value) -> Value {
+    let mut pod = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "labels": {"app": name}},
+        "spec": {
+            "terminationGracePeriodSeconds": 1,
+            "containers": [{
+                "name": "main",
+                "image": "localhost/pause:latest",
+                "imagePullPolicy": "Never",
+                "command": ["sh", "-c", script],
+            }],
+        },
+    });
+    if let (Some(spec), Some(extra)) = (pod["spec"].as_object_mut(), extra_spec.as_object()) {
+        for (key, value) in extra {
+            if key == "container" {
+                if let (Some(container), Some(fields)) = (spec["containers"][0].as_object_mut(), value.as_object()) {
+                    container.extend(fields.clone());
+                }
+            } else {
+                spec.insert(key.clone(), value.clone());
+            }
+        }
+    }
+    pod
+}
+
+#[test]
+fn config_maps_claims_logs_and_exec_work_through_kubectl() {
+    let cluster = Cluster::start();
+
+    // A ConfigMap's content is visible in the container and follows an update.
+    let config = |greeting: &str| {
+        serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "settings"},
+            "data": {"greeting": greeting}})
+    };
+    cluster.apply(&config("hello"));
+    let volumes = serde_json::json!({
+        "volumes": [{"name": "settings", "configMap": {"name": "settings"}}],
+        "container": {"volumeMounts": [{"name": "settings", "mountPath": "/config"}]},
+    });
+    let script = "echo started; i=0; while :; do i=$((i+1)); echo line $i; sleep 0.2; done";
+    cluster.apply(&shell_pod("reader", script, volumes));
+    cluster.ready_pods("app=reader", 1);
+    assert_eq!(cluster.ok(&["exec", "reader", "--", "cat", "/config/greeting"]), "hello");
+    cluster.apply(&config("goodbye"));
+    wait_for("the updated ConfigMap in the container", DEADLINE, || {
+        let seen = cluster.kubectl(&["exec", "reader", "--", "cat", "/config/greeting"]);
+        if seen == "goodbye" { Ok(()) } else { Err(seen) }
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+
+    // kubectl exec: the pod's hostname, and a failing command's exit status.
+    assert_eq!(cluster.ok(&["exec", "reader", "--", "cat", "/etc/hostname"]).trim(), "reader");
+    let failed = cluster.kubectl_command(&["exec", "reader", "--", "sh", "-c", "exit 7"]).output().expect("kubectl");
+    assert_eq!(failed.status.code(), Some(7), "{}", String::from_utf8_lossy(&failed.stderr));
+
+    // kubectl exec -it, in a terminal (script(1) gives kubectl one): the shell has a TTY.
+    let kubeconfig = cluster.server.kubeconfig();
+    let command = format!(
+        "kubectl --kubeconfig {} --cache-dir {} exec -it reader -- tty",
+        kubeconfig.display(),
+        cluster.cache_dir.path().display()
+    );
+    let tty = run("script", &["-qec", &command, "/dev/null"]);
+    let printed = String::from_utf8_lossy(&tty.stdout);
+    assert!(tty.status.success() && printed.contains("/dev/pts/"), "exec -it printed {printed:?}");
+
+    // kubectl logs, and -f following new lines.
+    let logs = cluster.ok(&["logs", "reader"]);
+    assert!(logs.starts_with("started\nline 1\n"), "{logs}");
+    let mut follow = cluster
+        .kubectl_command(&["logs", "-f", "--tail", "1", "reader"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("kubectl logs -f");
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(follow.stdout.take().expect("stdout")));
+    let first: u64 = line_number(&lines.next().expect("a first line").expect("text"));
+    let later: u64 = line_number(&lines.nth(2).expect("later lines").expect("text"));
+    assert!(later >= first + 3, "followed from line {first} to {later}");
+    let _ = follow.kill();
+    let _ = follow.wait();
+
+    // A claim's data survives its pod being deleted and created again.
+    let claim = serde_json::json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+        "metadata": {"name": "data"},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "16Mi"}}}});
+    cluster.apply(&claim);
+    let storage = serde_json::json!({
+        "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": "data"}}],
+        "container": {"volumeMounts": [{"name": "data", "mountPath": "/data"}]},
+    });
+    let keeper = "[ -f /data/note ] || echo written-once > /data/note; sleep 3600";
+    cluster.apply(&shell_pod("keeper", keeper, storage.clone()));
+    cluster.ready_pods("app=keeper", 1);
+    cluster.ok(&["exec", "keeper", "--", "sh", "-c", "echo kept >> /data/note"]);
+    cluster.ok(&["delete", "pod", "keeper"]);
+    cluster.apply(&shell_pod("keeper", keeper, storage));
+    cluster.ready_pods("app=keeper", 1);
+    assert_eq!(cluster.ok(&["exec", "keeper", "--", "cat", "/data/note"]), "written-once\nkept\n");
+    let bound = cluster.ok(&["get", "pvc", "data", "-o", "jsonpath={.status.phase}"]);
+    assert_eq!(bound, "Bound");
+}
+
+fn line_number(line: &str) -> u64 {
+    line.trim()
+        .strip_prefix("line ")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("not a numbered line: {line:?}"))
 }

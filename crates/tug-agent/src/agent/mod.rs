@@ -9,18 +9,27 @@
 //! - [`spec`] — the pure pod → CRI config translation (sandbox and containers).
 //! - [`cni`] — the node's bridge conflist. [`node`] — Node, status and Lease.
 //! - `pods` — the IO around the cores: the pod watch, the runtime relist, per-pod workers.
+//! - [`volumes`] — pod volumes: planned purely, set up before containers start, files kept
+//!   current from a watch-fed ConfigMap/Secret cache, torn down at finalization.
+//! - [`api`] — the HTTPS API the API server proxies logs, exec, attach and port-forward to;
+//!   [`logs`] reads the CRI log files.
 //!
 //! Restart safety comes from the design: every decision is taken from what the runtime lists
 //! (sandboxes and containers carry the pod's uid as labels, the restart count is the
 //! container's attempt), so a restarted agent adopts running containers instead of recreating
 //! them.
 
+pub mod api;
+pub mod auth;
 pub mod cni;
+pub mod logs;
 pub mod node;
 pub mod plan;
 mod pods;
+pub mod probes;
 pub mod spec;
 pub mod status;
+pub mod volumes;
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -30,6 +39,9 @@ use std::time::Duration;
 use tug_cri::v1::{ListImagesRequest, VersionRequest};
 
 use crate::containerd::{Layout, ManagedContainerd};
+
+/// The kubelet's port, where the agent's API listens by default.
+pub const DEFAULT_API_PORT: u16 = 10250;
 
 /// How the agent runs.
 #[derive(Debug, Clone)]
@@ -48,6 +60,12 @@ pub struct AgentOptions {
     pub lease_interval: Duration,
     /// The node's InternalIP; detected from the default route when `None`.
     pub node_ip: Option<IpAddr>,
+    /// The port of the agent's HTTPS API (logs, exec, attach, port-forward); 0 picks a free
+    /// one. Published as the Node's `status.daemonEndpoints.kubeletEndpoint.Port`.
+    pub api_port: u16,
+    /// The cluster CA (PEM): the agent's API accepts only the API server's client certificate
+    /// signed by it. `None` leaves the API off.
+    pub ca_cert_pem: Option<String>,
 }
 
 impl AgentOptions {
@@ -61,6 +79,8 @@ impl AgentOptions {
             cni_bridge: "tug0".into(),
             lease_interval: Duration::from_secs(10),
             node_ip: None,
+            api_port: DEFAULT_API_PORT,
+            ca_cert_pem: None,
         }
     }
 }
@@ -185,7 +205,9 @@ async fn serve(
     let runtime_version = format!("{}://{}", version.runtime_name, version.runtime_version);
     let host = node::HostFacts::read(options.node_ip, runtime_version, images);
     let name = options.node_name.clone();
-    let node_uid = node::register(&client, &name, &options.pod_cidr, &host).await?;
+    let (api_server, api_port) = start_api(options, &cri, &host).await?;
+    let storage_dir = options.data_dir.join("storage");
+    let node_uid = node::register(&client, &name, &options.pod_cidr, &storage_dir, &host, api_port).await?;
     node::renew_lease(&client, &name, &node_uid).await?;
     tracing::info!(node = %name, ip = %host.ip, runtime = %host.runtime_version, "node registered");
 
@@ -204,6 +226,7 @@ async fn serve(
     };
     let resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
     let ctx = Arc::new(pods::Ctx {
+        volumes: volumes::Volumes::new(client.clone(), options.data_dir.join("pods")),
         client,
         cri,
         node: name,
@@ -213,7 +236,30 @@ async fn serve(
     });
     let result = pods::run(ctx, shutdown).await;
     lease.abort();
+    if let Some(api_server) = api_server {
+        api_server.abort();
+    }
     result
+}
+
+/// Binds and spawns the agent's HTTPS API; returns its task and the port to publish (0 when
+/// there is no CA to check clients against, so no API).
+async fn start_api(
+    options: &AgentOptions,
+    cri: &tug_cri::Clients,
+    host: &node::HostFacts,
+) -> Result<(Option<tokio::task::JoinHandle<()>>, u16), AgentError> {
+    let Some(ca) = &options.ca_cert_pem else {
+        tracing::warn!("no cluster CA given: the agent API (logs, exec, attach, port-forward) is off");
+        return Ok((None, 0));
+    };
+    let tls = api::tls_config(ca, &options.node_name, host.ip)?;
+    let listener = api::bind(options.api_port).await?;
+    let port = listener.local_addr().map(|a| a.port()).unwrap_or(options.api_port);
+    let state =
+        api::AgentApi { cri: cri.clone(), node: options.node_name.clone(), pods_dir: options.data_dir.join("pods") };
+    tracing::info!(port, "agent API listening");
+    Ok((Some(tokio::spawn(api::serve(listener, tls, state, std::future::pending()))), port))
 }
 
 #[cfg(test)]

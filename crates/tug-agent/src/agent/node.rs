@@ -114,7 +114,7 @@ pub fn node_labels(name: &str) -> BTreeMap<String, String> {
 
 /// The node status: capacity (allocatable alike: nothing is reserved yet), conditions, addresses,
 /// nodeInfo and images.
-pub fn node_status(host: &HostFacts, now: Timestamp) -> Value {
+pub fn node_status(host: &HostFacts, api_port: u16, now: Timestamp) -> Value {
     let condition = |kind: &str, status: &str, reason: &str, message: &str| {
         json!({
             "type": kind, "status": status, "reason": reason, "message": message,
@@ -140,7 +140,7 @@ pub fn node_status(host: &HostFacts, now: Timestamp) -> Value {
             {"type": "InternalIP", "address": host.ip.to_string()},
             {"type": "Hostname", "address": host.hostname},
         ],
-        "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
+        "daemonEndpoints": {"kubeletEndpoint": {"Port": api_port}},
         "nodeInfo": {
             "machineID": host.machine_id,
             "systemUUID": host.machine_id,
@@ -157,15 +157,22 @@ pub fn node_status(host: &HostFacts, now: Timestamp) -> Value {
     })
 }
 
-/// A new Node as the agent registers it.
-pub fn node_object(name: &str, pod_cidr: &str) -> Value {
+/// The node annotation naming the directory local volumes live under (the local-path
+/// provisioner puts a claim's volume there).
+pub const STORAGE_DIR_ANNOTATION: &str = "tugboat.dev/storage-dir";
+
+/// A new Node as the agent registers it; `storage_dir` is where its local volumes live.
+pub fn node_object(name: &str, pod_cidr: &str, storage_dir: &std::path::Path) -> Value {
     json!({
         "apiVersion": "v1",
         "kind": "Node",
         "metadata": {
             "name": name,
             "labels": node_labels(name),
-            "annotations": {"node.alpha.kubernetes.io/ttl": "0"},
+            "annotations": {
+                "node.alpha.kubernetes.io/ttl": "0",
+                STORAGE_DIR_ANNOTATION: storage_dir.to_string_lossy(),
+            },
         },
         "spec": {"podCIDR": pod_cidr, "podCIDRs": [pod_cidr]},
     })
@@ -182,22 +189,27 @@ fn code(error: &kube::Error) -> Option<u16> {
     }
 }
 
-/// Creates the node, or updates the one of this name (labels, pod range); then writes its
-/// status. Returns the node's uid (the lease's owner).
+/// Creates the node, or updates the one of this name (labels, pod range, storage dir); then
+/// writes its status. Returns the node's uid (the lease's owner).
 pub async fn register(
     client: &kube::Client,
     name: &str,
     pod_cidr: &str,
+    storage_dir: &std::path::Path,
     host: &HostFacts,
+    api_port: u16,
 ) -> Result<String, AgentError> {
     let nodes: Api<Node> = Api::all(client.clone());
-    let object: Node = serde_json::from_value(node_object(name, pod_cidr))
+    let object: Node = serde_json::from_value(node_object(name, pod_cidr, storage_dir))
         .map_err(|e| AgentError::Invalid(format!("node {name}: {e}")))?;
     let node = match nodes.create(&PostParams::default(), &object).await {
         Ok(node) => node,
         Err(e) if code(&e) == Some(409) => {
             let patch = json!({
-                "metadata": {"labels": node_labels(name)},
+                "metadata": {
+                    "labels": node_labels(name),
+                    "annotations": {STORAGE_DIR_ANNOTATION: storage_dir.to_string_lossy()},
+                },
                 "spec": {"podCIDR": pod_cidr, "podCIDRs": [pod_cidr]},
             });
             nodes
@@ -207,14 +219,14 @@ pub async fn register(
         }
         Err(e) => return Err(api_error(format!("registering node {name}"))(e)),
     };
-    post_status(client, name, host).await?;
+    post_status(client, name, host, api_port).await?;
     Ok(node.metadata.uid.unwrap_or_default())
 }
 
 /// Writes the node's whole status (conditions merge by type).
-pub async fn post_status(client: &kube::Client, name: &str, host: &HostFacts) -> Result<(), AgentError> {
+pub async fn post_status(client: &kube::Client, name: &str, host: &HostFacts, api_port: u16) -> Result<(), AgentError> {
     let nodes: Api<Node> = Api::all(client.clone());
-    let patch = Patch::Strategic(json!({"status": node_status(host, Timestamp::now())}));
+    let patch = Patch::Strategic(json!({"status": node_status(host, api_port, Timestamp::now())}));
     nodes
         .patch_status(name, &PatchParams::default(), &patch)
         .await
@@ -294,10 +306,12 @@ mod tests {
 
     #[test]
     fn node_and_status_read_as_a_ready_kubelet_node() {
-        let mut value = node_object("n1", "10.42.0.0/24");
-        value["status"] = node_status(&host(), "2025-01-02T03:04:05Z".parse().expect("time"));
+        let mut value = node_object("n1", "10.42.0.0/24", std::path::Path::new("/var/lib/tug/storage"));
+        value["status"] = node_status(&host(), 10250, "2025-01-02T03:04:05Z".parse().expect("time"));
         let node: Node = serde_json::from_value(value).expect("a valid Node");
         assert_eq!(node.spec.expect("spec").pod_cidr.as_deref(), Some("10.42.0.0/24"));
+        let annotations = node.metadata.annotations.expect("annotations");
+        assert_eq!(annotations[STORAGE_DIR_ANNOTATION], "/var/lib/tug/storage", "where local volumes go");
         let status = node.status.expect("status");
         let conditions = status.conditions.expect("conditions");
         let of = |kind: &str| conditions.iter().find(|c| c.type_ == kind).map(|c| c.status.clone());
@@ -314,6 +328,8 @@ mod tests {
         let addresses = status.addresses.expect("addresses");
         assert_eq!((addresses[0].type_.as_str(), addresses[0].address.as_str()), ("InternalIP", "192.0.2.2"));
         assert_eq!((addresses[1].type_.as_str(), addresses[1].address.as_str()), ("Hostname", "box"));
+        let endpoint = status.daemon_endpoints.and_then(|d| d.kubelet_endpoint).map(|e| e.port);
+        assert_eq!(endpoint, Some(10250), "where the API server finds the agent's API");
         assert_eq!(status.node_info.expect("nodeInfo").container_runtime_version, "containerd://1.6.20");
         assert_eq!(
             status.images.expect("images")[0].names.as_deref(),

@@ -13,27 +13,35 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret};
+use k8s_openapi::api::core::v1::{Container, Pod};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use kube::runtime::{WatchStreamExt, watcher};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tug_cri::v1::{
-    ContainerFilter, ContainerStatusRequest, CreateContainerRequest, DnsConfig, ImageSpec, ImageStatusRequest,
-    ListContainersRequest, ListPodSandboxRequest, PodSandboxFilter, PodSandboxStatusRequest, PullImageRequest,
-    RemoveContainerRequest, RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest, StopContainerRequest,
-    StopPodSandboxRequest,
+    AuthConfig, ContainerFilter, ContainerStatusRequest, CreateContainerRequest, DnsConfig, Image, ImageSpec,
+    ImageStatusRequest, ListContainersRequest, ListPodSandboxRequest, PodSandboxFilter, PodSandboxStatusRequest,
+    PullImageRequest, RemoveContainerRequest, RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest,
+    StopContainerRequest, StopPodSandboxRequest,
 };
 
 use super::AgentError;
+use super::auth;
 use super::plan::{Action, ContainerState, Desired, Observed, ObservedContainer, ObservedSandbox, RestartPolicy, plan};
-use super::spec::{ContainerContext, NODE_LABEL, POD_UID_LABEL, PodRef, Referenced, container_config, sandbox_config};
+use super::probes::{Prober, kill_message};
+use super::spec::{
+    ContainerContext, NODE_LABEL, NodeResources, POD_UID_LABEL, PodRef, Referenced, container_config, environment,
+    pod_cgroup_dirs, sandbox_config, verify_run_as_non_root,
+};
 use super::status::{Facts, StartFailure, changed, pod_status};
+use super::volumes::{PodVolumes, VolumeError, Volumes};
 
 /// How often the runtime is relisted for changes (the kubelet's PLEG period).
 const RELIST_EVERY: Duration = Duration::from_secs(1);
 /// When to retry a pod whose sync failed or whose containers could not start.
 const RETRY_AFTER: Duration = Duration::from_secs(2);
+/// How long after a container's exit its reason may still change (a late OOM event).
+const EXIT_SETTLES_IN: Duration = Duration::from_secs(2);
 /// Grace for the containers of a pod that is gone from the API (nobody waits for them).
 const ORPHAN_GRACE_SECONDS: i64 = 2;
 /// The grace period when neither the deletion nor the spec names one (the API default).
@@ -48,6 +56,8 @@ pub struct Ctx {
     pub dns: DnsConfig,
     /// Container logs go to `<pods_dir>/<namespace>_<name>_<uid>/<container>/<attempt>.log`.
     pub pods_dir: PathBuf,
+    /// Pod volumes, and the ConfigMap/Secret cache they (and env) read from.
+    pub volumes: Volumes,
 }
 
 /// A failed step of a sync, with what was being done.
@@ -159,57 +169,76 @@ fn find_container<'a>(pod: &'a Pod, name: &str) -> Option<&'a Container> {
     spec.init_containers.iter().flatten().chain(spec.containers.iter()).find(|c| c.name == name)
 }
 
-/// Makes `container`'s image present as its pull policy asks.
-async fn ensure_image(ctx: &Ctx, container: &Container) -> Result<(), StartFailure> {
+/// The node's cpu and memory, what `resourceFieldRef` gives for a limit a container lacks.
+fn node_resources() -> NodeResources {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    NodeResources {
+        cpu_millis: i64::try_from(cpus).unwrap_or(1).saturating_mul(1000),
+        memory_bytes: super::node::parse_meminfo_total(&meminfo).and_then(|b| i64::try_from(b).ok()).unwrap_or(0),
+    }
+}
+
+/// Makes `container`'s image present as its pull policy asks, pulling with the credentials of
+/// the pod's `imagePullSecrets` that match its registry; returns the image as the runtime has it.
+async fn ensure_image(
+    ctx: &Ctx,
+    pod: &Pod,
+    container: &Container,
+    referenced: &Referenced,
+) -> Result<Image, StartFailure> {
     let mut cri = ctx.cri.clone();
     let image = container.image.clone().unwrap_or_default();
     let spec = ImageSpec { image: image.clone(), ..Default::default() };
-    let present = cri
-        .image
-        .image_status(ImageStatusRequest { image: Some(spec.clone()), verbose: false })
-        .await
-        .map_err(|s| ("ErrImageInspect".to_string(), s.message().to_string()))?
-        .into_inner()
-        .image
-        .is_some();
+    let inspect = |mut cri: tug_cri::Clients, spec: ImageSpec| async move {
+        cri.image
+            .image_status(ImageStatusRequest { image: Some(spec), verbose: false })
+            .await
+            .map(|r| r.into_inner().image)
+            .map_err(|s| ("ErrImageInspect".to_string(), s.message().to_string()))
+    };
+    let present = inspect(cri.clone(), spec.clone()).await?;
     let latest = !image.rsplit('/').next().unwrap_or_default().contains(':') || image.ends_with(":latest");
     let policy =
         container.image_pull_policy.clone().unwrap_or_else(|| if latest { "Always" } else { "IfNotPresent" }.into());
-    match policy.as_str() {
-        "Never" if !present => Err((
-            "ErrImageNeverPull".into(),
-            format!("Container image {image:?} is not present with pull policy of Never"),
-        )),
-        "Never" => Ok(()),
-        "IfNotPresent" if present => Ok(()),
-        _ => {
-            let request = PullImageRequest { image: Some(spec), auth: None, sandbox_config: None };
-            cri.image.pull_image(request).await.map(drop).map_err(|s| ("ErrImagePull".into(), s.message().to_string()))
+    match (policy.as_str(), present) {
+        ("Never", None) => {
+            return Err((
+                "ErrImageNeverPull".into(),
+                format!("Container image {image:?} is not present with pull policy of Never"),
+            ));
+        }
+        ("Never" | "IfNotPresent", Some(found)) => return Ok(found),
+        _ => {}
+    }
+    let pull_secrets = pod.spec.iter().flat_map(|s| s.image_pull_secrets.iter().flatten());
+    let secrets = pull_secrets.filter_map(|r| referenced.secrets.get(&r.name));
+    let credentials = auth::pull_credentials(&image, secrets);
+    // Each matching credential in turn, as the kubelet tries them; anonymous when none match.
+    let attempts: Vec<Option<AuthConfig>> =
+        if credentials.is_empty() { vec![None] } else { credentials.into_iter().map(Some).collect() };
+    let mut failure = String::new();
+    for auth in attempts {
+        let request = PullImageRequest { image: Some(spec.clone()), auth, sandbox_config: None };
+        match cri.image.pull_image(request).await {
+            Ok(_) => {
+                return inspect(cri.clone(), spec.clone())
+                    .await?
+                    .ok_or_else(|| ("ErrImagePull".into(), format!("image {image:?} is missing after its pull")));
+            }
+            Err(status) => failure = status.message().to_string(),
         }
     }
+    Err(("ErrImagePull".into(), failure))
 }
 
-/// The ConfigMaps and Secrets `pod` refers to, read from the API; missing ones are left out
-/// (the container config says what is missing).
+/// The ConfigMaps and Secrets `pod` refers to, from the agent's watch-fed cache; missing ones
+/// are left out (the container config says what is missing).
 async fn read_referenced(ctx: &Ctx, pod: &Pod) -> Result<Referenced, SyncError> {
-    let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
-    let (config_maps, secrets) = Referenced::names_in(pod);
-    let mut referenced = Referenced::default();
-    let config_map_api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), namespace);
-    for name in config_maps {
-        let found = config_map_api.get_opt(&name).await.map_err(|e| api_error(&name, e))?;
-        referenced.config_maps.extend(found.map(|o| (name, o)));
-    }
-    let secret_api: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
-    for name in secrets {
-        let found = secret_api.get_opt(&name).await.map_err(|e| api_error(&name, e))?;
-        referenced.secrets.extend(found.map(|o| (name, o)));
-    }
-    Ok(referenced)
-}
-
-fn api_error(name: &str, error: kube::Error) -> SyncError {
-    SyncError { what: format!("reading {name}"), message: error.to_string() }
+    ctx.volumes
+        .referenced(pod)
+        .await
+        .map_err(|message| SyncError { what: "reading ConfigMaps and Secrets".into(), message })
 }
 
 /// What starting a container of a pod needs from the sync: the pod, its live sandbox, where
@@ -220,22 +249,29 @@ struct PodRun<'a> {
     pod_ip: &'a str,
     log_dir: &'a std::path::Path,
     referenced: &'a Referenced,
+    volumes: &'a PodVolumes,
 }
 
 /// Pulls, creates and starts container `name` (attempt `attempt`) in the pod's sandbox.
 async fn start_container(ctx: &Ctx, run: &PodRun<'_>, name: &str, attempt: u32) -> Result<(), StartFailure> {
-    let PodRun { pod, sandbox_id, pod_ip, log_dir, referenced } = *run;
+    let PodRun { pod, sandbox_id, pod_ip, log_dir, referenced, volumes } = *run;
     let container = find_container(pod, name)
         .ok_or_else(|| ("CreateContainerConfigError".into(), format!("no container {name}")))?;
-    ensure_image(ctx, container).await?;
+    let image = ensure_image(ctx, pod, container, referenced).await?;
+    let image_user = (image.uid.map(|u| u.value), image.username.as_str());
+    verify_run_as_non_root(pod, container, Some(image_user))
+        .map_err(|e| ("CreateContainerConfigError".to_string(), e.0))?;
     let context = ContainerContext {
         node: &ctx.node,
         attempt,
         pod_ip,
         host_ip: &ctx.host_ip,
         referenced,
-        mounts: &[], // TODO(volumes): the container's mounts.
+        mounts: &[],
+        allocatable: node_resources(),
     };
+    let mounts = container_mounts(pod, container, volumes, &context)?;
+    let context = ContainerContext { mounts: &mounts, ..context };
     let config =
         container_config(pod, container, &context).map_err(|e| ("CreateContainerConfigError".to_string(), e.0))?;
     let _ = std::fs::create_dir_all(log_dir.join(name));
@@ -278,6 +314,16 @@ async fn execute(
         Some(pod) if starts_containers => read_referenced(ctx, pod).await?,
         _ => Referenced::default(),
     };
+    // Volumes are set up (later: refreshed) before anything of the pod starts; a pod whose
+    // volumes cannot be set up starts nothing and says why.
+    let volumes = match pod {
+        Some(pod) if pod.metadata.deletion_timestamp.is_none() => Some(ctx.volumes.sync(pod).await),
+        _ => None,
+    };
+    let volume_failure = match &volumes {
+        Some(Err(error)) => Some(volume_failure(pod, error)),
+        _ => None,
+    };
     // Containers stop side by side, so the pod's grace period is spent once, not per container.
     let stops: Vec<(String, i64)> = actions
         .iter()
@@ -297,6 +343,7 @@ async fn execute(
     for action in actions {
         match action {
             Action::StopContainer { .. } => {}
+            Action::RunSandbox { .. } if volume_failure.is_some() => {}
             Action::RunSandbox { attempt } => {
                 let pod = pod.ok_or_else(|| SyncError { what: "RunPodSandbox".into(), message: "no pod".into() })?;
                 std::fs::create_dir_all(&log_dir).map_err(|e| SyncError {
@@ -320,10 +367,21 @@ async fn execute(
                 pod_ip = status.status.and_then(|s| s.network).map(|n| n.ip).unwrap_or_default();
                 sandbox_id = Some(id);
             }
+            Action::StartContainer { name, .. } if volume_failure.is_some() => {
+                failures.extend(volume_failure.clone().map(|failure| (name, failure)));
+            }
             Action::StartContainer { name, attempt, .. } => {
-                let (Some(pod), Some(sandbox)) = (pod, sandbox_id.as_deref()) else { continue };
-                let run =
-                    PodRun { pod, sandbox_id: sandbox, pod_ip: &pod_ip, log_dir: &log_dir, referenced: &referenced };
+                let (Some(pod), Some(sandbox), Some(Ok(volumes))) = (pod, sandbox_id.as_deref(), &volumes) else {
+                    continue;
+                };
+                let run = PodRun {
+                    pod,
+                    sandbox_id: sandbox,
+                    pod_ip: &pod_ip,
+                    log_dir: &log_dir,
+                    referenced: &referenced,
+                    volumes,
+                };
                 if let Err(failure) = start_container(ctx, &run, &name, attempt).await {
                     tracing::warn!(pod = ?pod.metadata.name, container = %name, reason = %failure.0, message = %failure.1, "container did not start");
                     failures.push((name, failure));
@@ -355,6 +413,8 @@ async fn execute(
             }
             Action::Finalize => {
                 if let Some(pod) = pod {
+                    teardown_volumes(ctx, &PodRef::of(pod).uid).await?;
+                    remove_pod_cgroups(&PodRef::of(pod).uid);
                     finalize(ctx, pod).await?;
                     let _ = std::fs::remove_dir_all(&log_dir);
                 }
@@ -362,6 +422,47 @@ async fn execute(
         }
     }
     Ok(failures)
+}
+
+/// The waiting state of a container whose pod's volumes could not be set up (retried).
+fn volume_failure(pod: Option<&Pod>, error: &VolumeError) -> StartFailure {
+    let name = pod.and_then(|p| p.metadata.name.as_deref()).unwrap_or_default();
+    tracing::warn!(pod = %name, %error, "volumes not ready");
+    ("ContainerCreating".into(), error.to_string())
+}
+
+/// The CRI mounts of `container`, from the pod's prepared volumes.
+fn container_mounts(
+    pod: &Pod,
+    container: &Container,
+    volumes: &PodVolumes,
+    context: &ContainerContext,
+) -> Result<Vec<tug_cri::v1::Mount>, StartFailure> {
+    let config_error = |message: String| ("CreateContainerConfigError".to_string(), message);
+    let expands = container.volume_mounts.iter().flatten().any(|m| m.sub_path_expr.is_some());
+    let env = if expands { environment(pod, container, context).map_err(|e| config_error(e.0))? } else { vec![] };
+    Volumes::mounts_for(container, volumes, &env).map_err(config_error)
+}
+
+/// Removes the (empty) cgroups of pod `uid` in every hierarchy once its sandboxes are gone,
+/// as the kubelet does; the runtime removes only the containers' own.
+fn remove_pod_cgroups(uid: &str) {
+    let root = std::path::Path::new("/sys/fs/cgroup");
+    let hierarchies = std::fs::read_dir(root).into_iter().flatten().flatten().map(|entry| entry.path());
+    for hierarchy in std::iter::once(root.to_path_buf()).chain(hierarchies) {
+        for dir in pod_cgroup_dirs(uid) {
+            // Absent in most hierarchies (only the pod's QoS class exists): nothing to do.
+            let _ = std::fs::remove_dir(hierarchy.join(dir.trim_start_matches('/')));
+        }
+    }
+}
+
+/// Unmounts and removes the volumes of pod `uid`.
+async fn teardown_volumes(ctx: &Ctx, uid: &str) -> Result<(), SyncError> {
+    ctx.volumes
+        .teardown(uid)
+        .await
+        .map_err(|message| SyncError { what: format!("tearing down the volumes of {uid}"), message })
 }
 
 /// Deletes the pod object for good (grace 0), only this incarnation of it (uid precondition).
@@ -392,8 +493,8 @@ struct Outcome {
     gone: bool,
 }
 
-async fn sync_pod(ctx: Arc<Ctx>, uid: String, pod: Option<Pod>) -> Outcome {
-    match try_sync_pod(&ctx, &uid, pod.as_ref()).await {
+async fn sync_pod(ctx: Arc<Ctx>, prober: Arc<Prober>, uid: String, pod: Option<Pod>) -> Outcome {
+    match try_sync_pod(&ctx, &prober, &uid, pod.as_ref()).await {
         Ok(outcome) => outcome,
         Err(error) => {
             let name = pod.as_ref().and_then(|p| p.metadata.name.clone());
@@ -403,8 +504,35 @@ async fn sync_pod(ctx: Arc<Ctx>, uid: String, pod: Option<Pod>) -> Outcome {
     }
 }
 
-async fn try_sync_pod(ctx: &Ctx, uid: &str, pod: Option<&Pod>) -> Result<Outcome, SyncError> {
-    let observed = observe_pod(ctx, uid).await?;
+/// Stops the containers of `pod` whose liveness or startup probe failed, with their grace
+/// period, as the kubelet kills them; the normal restart path (with back-off) runs them again.
+/// Whether any was stopped.
+async fn kill_unhealthy(ctx: &Ctx, prober: &Prober, pod: &Pod, observed: &Observed) -> Result<bool, SyncError> {
+    let pod_ref = PodRef::of(pod);
+    let mut killed = false;
+    for kill in prober.take_kills(&pod_ref.uid) {
+        let running =
+            observed.containers.iter().any(|c| c.id == kill.container_id && c.state == Some(ContainerState::Running));
+        if !running {
+            continue;
+        }
+        let message = kill_message(&kill.container, kill.kind);
+        prober.event(&pod_ref, &kill.container, (false, "Killing", &message));
+        tracing::info!(pod = %pod_ref.name, container = %kill.container, "{message}");
+        let request = StopContainerRequest { container_id: kill.container_id, timeout: kill.grace_seconds };
+        ctx.cri.clone().runtime.stop_container(request).await.map_err(cri_error("StopContainer"))?;
+        killed = true;
+    }
+    Ok(killed)
+}
+
+async fn try_sync_pod(ctx: &Ctx, prober: &Arc<Prober>, uid: &str, pod: Option<&Pod>) -> Result<Outcome, SyncError> {
+    let mut observed = observe_pod(ctx, uid).await?;
+    if let Some(pod) = pod.filter(|p| p.metadata.deletion_timestamp.is_none())
+        && kill_unhealthy(ctx, prober, pod, &observed).await?
+    {
+        observed = observe_pod(ctx, uid).await?;
+    }
     let desired = pod.map(desired_of);
     let mut plan = plan(desired.as_ref(), &observed, now_nanos());
     if pod.is_none() {
@@ -421,13 +549,34 @@ async fn try_sync_pod(ctx: &Ctx, uid: &str, pod: Option<&Pod>) -> Result<Outcome
         wake_in = Some(wake_in.map_or(RETRY_AFTER, |w| w.min(RETRY_AFTER)));
     }
     let (Some(pod), Some(desired)) = (pod, desired) else {
-        return Ok(Outcome { uid: uid.into(), wake_in, gone: observed == Observed::default() || acted });
+        prober.forget(uid);
+        let gone = observed == Observed::default() || acted;
+        if gone {
+            // Gone from the API without a finalization here (force-deleted): its volumes too.
+            teardown_volumes(ctx, uid).await?;
+            remove_pod_cgroups(uid);
+        }
+        return Ok(Outcome { uid: uid.into(), wake_in, gone });
     };
     if desired.deleting.is_some() {
+        prober.forget(uid);
         return Ok(Outcome { uid: uid.into(), wake_in, gone: false });
     }
     let observed = if acted { observe_pod(ctx, uid).await? } else { observed };
-    let facts = Facts { observed: &observed, host_ip: &ctx.host_ip, now: Timestamp::now(), failures: &failures };
+    // containerd may learn of an OOM kill just after the exit (the reason changes from
+    // "Error" to "OOMKilled"): a container that just exited is looked at once more.
+    let settling = i64::try_from(EXIT_SETTLES_IN.as_nanos()).unwrap_or(i64::MAX);
+    let just_exited = observed
+        .containers
+        .iter()
+        .any(|c| c.state == Some(ContainerState::Exited) && now_nanos().saturating_sub(c.finished_at) < settling);
+    if just_exited {
+        wake_in = Some(wake_in.map_or(EXIT_SETTLES_IN, |w| w.min(EXIT_SETTLES_IN)));
+    }
+    prober.sync(pod, &observed);
+    let probes = prober.results();
+    let now = Timestamp::now();
+    let facts = Facts { observed: &observed, host_ip: &ctx.host_ip, now, failures: &failures, probes: &probes };
     let status = pod_status(pod, &desired, &facts);
     if changed(pod, &status) {
         let pod_ref = PodRef::of(pod);
@@ -461,6 +610,7 @@ struct Entry {
 /// The workers: at most one sync per pod at a time, re-run when something changed meanwhile.
 struct Workers {
     ctx: Arc<Ctx>,
+    prober: Arc<Prober>,
     entries: BTreeMap<String, Entry>,
     tasks: JoinSet<Outcome>,
     /// Uids seen during a (re)list of the watch, to find pods deleted while not watching.
@@ -479,7 +629,7 @@ impl Workers {
         }
         entry.busy = true;
         entry.wake_at = None;
-        self.tasks.spawn(sync_pod(self.ctx.clone(), uid.to_string(), entry.pod.clone()));
+        self.tasks.spawn(sync_pod(self.ctx.clone(), self.prober.clone(), uid.to_string(), entry.pod.clone()));
     }
 
     fn applied(&mut self, pod: Pod) {
@@ -618,7 +768,18 @@ pub async fn run(ctx: Arc<Ctx>, shutdown: impl Future<Output = ()>) -> Result<()
     let api: Api<Pod> = Api::all(ctx.client.clone());
     let config = watcher::Config::default().fields(&format!("spec.nodeName={}", ctx.node));
     let events = watcher(api, config).default_backoff();
-    let mut workers = Workers { ctx, entries: BTreeMap::new(), tasks: JoinSet::new(), relisting: None, listed: false };
+    let (volume_sources, mut volume_wakes) = ctx.volumes.start();
+    // Probe results that changed wake their pod's sync.
+    let (probe_results, mut probe_wakes) = tokio::sync::mpsc::unbounded_channel();
+    let prober = Prober::new(ctx.client.clone(), ctx.cri.clone(), ctx.node.clone(), probe_results);
+    let mut workers = Workers {
+        ctx,
+        prober: prober.clone(),
+        entries: BTreeMap::new(),
+        tasks: JoinSet::new(),
+        relisting: None,
+        listed: false,
+    };
     let mut relist = tokio::time::interval(RELIST_EVERY);
     relist.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(events, shutdown);
@@ -630,6 +791,8 @@ pub async fn run(ctx: Arc<Ctx>, shutdown: impl Future<Output = ()>) -> Result<()
                 Some(Err(error)) => tracing::warn!(%error, "pod watch failed; resuming"),
                 None => break Err(AgentError::WatchEnded),
             },
+            Some(uid) = volume_wakes.recv() => workers.request(&uid),
+            Some(uid) = probe_wakes.recv() => workers.request(&uid),
             _ = relist.tick() => {
                 if let Err(error) = workers.relist().await {
                     tracing::warn!(%error, "runtime relist failed");
@@ -642,6 +805,8 @@ pub async fn run(ctx: Arc<Ctx>, shutdown: impl Future<Output = ()>) -> Result<()
         }
     };
     // Workers are cut short: what they did is in the runtime, and the next run adopts it.
+    volume_sources.abort();
+    prober.stop_all();
     workers.tasks.abort_all();
     while workers.tasks.join_next().await.is_some() {}
     result

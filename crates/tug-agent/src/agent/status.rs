@@ -4,12 +4,13 @@
 
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{
-    ContainerState as ApiState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting,
+    Container, ContainerState as ApiState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting,
     ContainerStatus, Pod, PodCondition, PodIP, PodStatus,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::plan::{ContainerState, Desired, Observed, ObservedContainer, Restart, RestartPolicy, next_restart};
+use super::probes::{ProbeResults, readiness};
 
 /// The containerID scheme the kubelet reports for containerd.
 pub const CONTAINER_ID_SCHEME: &str = "containerd://";
@@ -25,6 +26,8 @@ pub struct Facts<'a> {
     pub host_ip: &'a str,
     pub now: Timestamp,
     pub failures: &'a [(String, StartFailure)],
+    /// The startup and readiness probe results of running containers.
+    pub probes: &'a ProbeResults,
 }
 
 fn time_of_nanos(ns: i64) -> Option<Time> {
@@ -88,36 +91,36 @@ fn terminated(c: &ObservedContainer) -> ApiState {
 /// One container's status. `policy` decides whether an exited container is waiting for its
 /// restart (`CrashLoopBackOff`) or terminated for good.
 fn container_status(
-    name: &str,
-    image: &str,
+    container: &Container,
     facts: &Facts,
     sandbox_id: &str,
     policy: RestartPolicy,
     pod_name: &str,
     pending_reason: &str,
 ) -> ContainerStatus {
+    let (name, image) = (container.name.as_str(), container.image.clone().unwrap_or_default());
     let observed = facts.observed;
     let latest = observed.latest(sandbox_id, name);
     let now_ns = facts.now.as_nanosecond().try_into().unwrap_or(i64::MAX);
     let failure = facts.failures.iter().find(|(n, _)| n == name).map(|(_, f)| f);
-    let (state, ready) = match (latest, failure) {
-        (_, Some((reason, message))) => (waiting(reason, Some(message.clone())), false),
-        (None, None) => (waiting(pending_reason, None), false),
+    let (state, (started, ready)) = match (latest, failure) {
+        (_, Some((reason, message))) => (waiting(reason, Some(message.clone())), (false, false)),
+        (None, None) => (waiting(pending_reason, None), (false, false)),
         (Some(c), None) => match c.state.unwrap_or(ContainerState::Unknown) {
             ContainerState::Running => (
                 ApiState {
                     running: Some(ContainerStateRunning { started_at: time_of_nanos(c.started_at) }),
                     ..Default::default()
                 },
-                true,
+                readiness(container, true, facts.probes.get(&c.id)),
             ),
-            ContainerState::Created | ContainerState::Unknown => (waiting("ContainerCreating", None), false),
+            ContainerState::Created | ContainerState::Unknown => (waiting("ContainerCreating", None), (false, false)),
             ContainerState::Exited => match next_restart(policy, c, now_ns) {
-                Restart::No | Restart::Now => (terminated(c), false),
+                Restart::No | Restart::Now => (terminated(c), (false, false)),
                 Restart::After { backoff, .. } => {
                     let message =
                         format!("back-off {}s restarting failed container={name} pod={pod_name}", backoff.as_secs());
-                    (waiting("CrashLoopBackOff", Some(message)), false)
+                    (waiting("CrashLoopBackOff", Some(message)), (false, false))
                 }
             },
         },
@@ -127,11 +130,10 @@ fn container_status(
         (Some(c), Some(_)) if c.state == Some(ContainerState::Exited) => Some(c),
         _ => observed.previous(sandbox_id, name).filter(|c| c.state == Some(ContainerState::Exited)),
     };
-    let started = state.running.is_some();
     ContainerStatus {
         name: name.into(),
         // The image as the spec names it, as the kubelet reports it.
-        image: image.into(),
+        image,
         image_id: latest.map(|c| c.image_ref.clone()).unwrap_or_default(),
         container_id: latest.map(|c| format!("{CONTAINER_ID_SCHEME}{}", c.id)),
         ready,
@@ -172,10 +174,7 @@ pub fn pod_status(pod: &Pod, desired: &Desired, facts: &Facts) -> PodStatus {
         .init_containers
         .iter()
         .flatten()
-        .map(|c| {
-            let image = c.image.clone().unwrap_or_default();
-            container_status(&c.name, &image, facts, &sandbox_id, init_policy, &pod_name, "PodInitializing")
-        })
+        .map(|c| container_status(c, facts, &sandbox_id, init_policy, &pod_name, "PodInitializing"))
         .collect();
     let initialized = init_statuses
         .iter()
@@ -184,10 +183,7 @@ pub fn pod_status(pod: &Pod, desired: &Desired, facts: &Facts) -> PodStatus {
     let statuses: Vec<ContainerStatus> = spec
         .containers
         .iter()
-        .map(|c| {
-            let image = c.image.clone().unwrap_or_default();
-            container_status(&c.name, &image, facts, &sandbox_id, policy, &pod_name, pending_reason)
-        })
+        .map(|c| container_status(c, facts, &sandbox_id, policy, &pod_name, pending_reason))
         .collect();
 
     let phase = phase(policy, initialized, &init_statuses, &statuses);
@@ -272,6 +268,7 @@ pub fn changed(pod: &Pod, new: &PodStatus) -> bool {
 #[cfg(test)]
 mod tests {
     use super::super::plan::{ObservedSandbox, RestartPolicy};
+    use super::super::probes::Results;
     use super::*;
 
     const SECOND: i64 = 1_000_000_000;
@@ -321,7 +318,7 @@ mod tests {
         pod_status(
             &pod(name, serde_json::json!({})),
             &desired(policy),
-            &Facts { observed: &observed, host_ip: "192.0.2.2", now, failures: &[] },
+            &Facts { observed: &observed, host_ip: "192.0.2.2", now, failures: &[], probes: &ProbeResults::new() },
         )
     }
 
@@ -373,18 +370,88 @@ mod tests {
     #[test]
     fn the_same_facts_give_the_same_status_so_nothing_is_rewritten() {
         let observed = observed(Some((ContainerState::Running, 0, 0)));
+        let no_probes = ProbeResults::new();
         let mut pod = pod("Always", serde_json::json!({}));
         let facts = |at| Facts {
             observed: &observed,
             host_ip: "h",
             now: Timestamp::from_second(at).expect("t"),
             failures: &[],
+            probes: &no_probes,
         };
         let first = pod_status(&pod, &desired(RestartPolicy::Always), &facts(200));
         assert!(changed(&pod, &first));
         pod.status = Some(first.clone());
         let again = pod_status(&pod, &desired(RestartPolicy::Always), &facts(300));
         assert!(!changed(&pod, &again), "{first:?}\n{again:?}");
+    }
+
+    #[test]
+    fn an_oom_killed_container_says_so_in_its_state_and_last_state() {
+        let mut observed = observed(Some((ContainerState::Exited, 137, 0)));
+        observed.containers[0].reason = "OOMKilled".into();
+        let no_probes = ProbeResults::new();
+        let facts = |observed| Facts {
+            observed,
+            host_ip: "h",
+            now: Timestamp::from_second(105).expect("t"),
+            failures: &[],
+            probes: &no_probes,
+        };
+        let reason = |state: Option<&ApiState>| state.and_then(|s| s.terminated.clone()).and_then(|t| t.reason);
+        let never = pod_status(&pod("Never", serde_json::json!({})), &desired(RestartPolicy::Never), &facts(&observed));
+        let c = &never.container_statuses.expect("statuses")[0];
+        assert_eq!(reason(c.state.as_ref()).as_deref(), Some("OOMKilled"));
+        // Restarted: the OOM kill is the last state of the new instance.
+        let mut again = observed.clone();
+        let mut next = again.containers[0].clone();
+        (next.id, next.attempt, next.state, next.reason) =
+            ("c1".into(), 1, Some(ContainerState::Running), String::new());
+        again.containers.push(next);
+        let always = pod_status(&pod("Always", serde_json::json!({})), &desired(RestartPolicy::Always), &facts(&again));
+        let c = &always.container_statuses.expect("statuses")[0];
+        assert_eq!(reason(c.last_state.as_ref()).as_deref(), Some("OOMKilled"));
+        assert_eq!(c.restart_count, 1);
+    }
+
+    #[test]
+    fn readiness_probes_decide_ready_and_the_pod_conditions() {
+        let observed = observed(Some((ContainerState::Running, 0, 0)));
+        let mut pod = pod("Always", serde_json::json!({}));
+        pod.spec.as_mut().expect("spec").containers[0].readiness_probe =
+            Some(serde_json::from_value(serde_json::json!({"exec": {"command": ["true"]}})).expect("probe"));
+        let status_with = |ready: Option<bool>| {
+            let probes: ProbeResults = [("c0".to_string(), Results { started: None, ready })].into_iter().collect();
+            let facts = Facts {
+                observed: &observed,
+                host_ip: "h",
+                now: Timestamp::from_second(200).expect("t"),
+                failures: &[],
+                probes: &probes,
+            };
+            let status = pod_status(&pod, &desired(RestartPolicy::Always), &facts);
+            let c = status.container_statuses.clone().expect("statuses")[0].clone();
+            let condition = |kind: &str| {
+                status
+                    .conditions
+                    .iter()
+                    .flatten()
+                    .find(|c| c.type_ == kind)
+                    .map(|c| c.status.clone())
+                    .unwrap_or_default()
+            };
+            (
+                status.phase.clone().unwrap_or_default(),
+                c.ready,
+                c.started,
+                condition("ContainersReady"),
+                condition("Ready"),
+            )
+        };
+        let not_ready = ("Running".to_string(), false, Some(true), "False".to_string(), "False".to_string());
+        assert_eq!(status_with(None), not_ready);
+        assert_eq!(status_with(Some(false)), not_ready);
+        assert_eq!(status_with(Some(true)), ("Running".into(), true, Some(true), "True".into(), "True".into()));
     }
 
     #[test]

@@ -15,6 +15,8 @@ pub enum Reason {
     InsufficientCpu,
     InsufficientMemory,
     InsufficientEphemeralStorage,
+    VolumeNodeAffinityConflict,
+    VolumeBindConflict,
     TopologySpread,
     TopologySpreadMissingLabel,
     PodAffinity,
@@ -34,6 +36,8 @@ impl fmt::Display for Reason {
             Reason::InsufficientCpu => f.write_str("Insufficient cpu"),
             Reason::InsufficientMemory => f.write_str("Insufficient memory"),
             Reason::InsufficientEphemeralStorage => f.write_str("Insufficient ephemeral-storage"),
+            Reason::VolumeNodeAffinityConflict => f.write_str("node(s) had volume node affinity conflict"),
+            Reason::VolumeBindConflict => f.write_str("node(s) didn't find available persistent volumes to bind"),
             Reason::TopologySpread => f.write_str("node(s) didn't match pod topology spread constraints"),
             Reason::TopologySpreadMissingLabel => {
                 f.write_str("node(s) didn't match pod topology spread constraints (missing required label)")
@@ -51,11 +55,17 @@ impl fmt::Display for Reason {
 pub struct Diagnosis {
     pub nodes: usize,
     pub reasons: BTreeMap<String, usize>,
+    /// Why no node was even looked at (Kubernetes' PreFilter message), e.g. a missing claim.
+    pub pre_filter: Option<String>,
 }
 
 impl Diagnosis {
     pub(crate) fn new(nodes: usize) -> Diagnosis {
-        Diagnosis { nodes, reasons: BTreeMap::new() }
+        Diagnosis { nodes, reasons: BTreeMap::new(), pre_filter: None }
+    }
+
+    pub(crate) fn before_filters(nodes: usize, message: String) -> Diagnosis {
+        Diagnosis { nodes, reasons: BTreeMap::new(), pre_filter: Some(message) }
     }
 
     pub(crate) fn count(&mut self, reason: &Reason) {
@@ -67,13 +77,16 @@ impl std::error::Error for Diagnosis {}
 
 impl fmt::Display for Diagnosis {
     /// Kubernetes' FitError text: "0/5 nodes are available: 3 Insufficient cpu, 2 node(s) had
-    /// untolerated taint {dedicated: gpu}." with the "count reason" strings sorted as strings,
+    /// untolerated taint {dedicated: gpu}." (or "0/5 nodes are available: <PreFilter message>.") with the "count reason" strings sorted as strings,
     /// as Go's sort.Strings orders them.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.nodes == 0 {
             return f.write_str("no nodes available to schedule pods");
         }
         write!(f, "0/{} nodes are available:", self.nodes)?;
+        if let Some(message) = &self.pre_filter {
+            write!(f, " {message}.")?;
+        }
         let mut histogram: Vec<String> = self.reasons.iter().map(|(reason, n)| format!("{n} {reason}")).collect();
         histogram.sort();
         if !histogram.is_empty() {

@@ -4,7 +4,8 @@
 //! Modelled on Nomad's `scheduler/feasible`: a chain of small filters, each rejecting a node
 //! under one named reason ([`Diagnosis`] counts them in Kubernetes' words), then scorers whose
 //! weighted sum ranks the nodes left. The chain and the scorers are wired in one place,
-//! `plan.rs` (`FILTER_CHAIN` and `Plan::score`). Speed comes from the snapshot's shape: node
+//! `plan.rs` (`FILTER_CHAIN` and `Plan::score`). Persistent volume claims are checked against
+//! the snapshot's claims, volumes and storage classes (`volumes.rs`). Speed comes from the snapshot's shape: node
 //! classes make label/taint filters a per-class verdict, per-node numbers are precomputed, and
 //! topology counts come from indexes maintained as pods are added and removed.
 
@@ -15,6 +16,7 @@ mod plan;
 mod pod;
 mod resources;
 mod snapshot;
+mod volumes;
 
 #[cfg(test)]
 mod tests;
@@ -25,6 +27,7 @@ pub use node::{NodeInfo, Taint};
 pub use pod::PodInfo;
 pub use resources::{DEFAULT_MEMORY_REQUEST, DEFAULT_MILLI_CPU_REQUEST, Resources};
 pub use snapshot::Snapshot;
+pub use volumes::SELECTED_NODE_ANNOTATION;
 pub use {labels::NodeTerm, pod::Toleration};
 
 /// How nodes that fit are ranked by their resources.
@@ -86,9 +89,12 @@ pub fn schedule_with(
     scope: Scope,
 ) -> Result<String, Diagnosis> {
     if snapshot.node_count() == 0 {
-        return Err(Diagnosis { nodes: 0, reasons: Default::default() });
+        return Err(Diagnosis::new(0));
     }
     let plan = plan::Plan::new(pod, snapshot, strategy);
+    if let Some(message) = plan.unresolvable() {
+        return Err(Diagnosis::before_filters(snapshot.node_count(), message.to_string()));
+    }
     match plan.best_node(scope.feasible_nodes_to_find(snapshot.node_count())) {
         Some(slot) => Ok(snapshot.nodes[slot].info.name().to_string()),
         None => Err(plan.diagnose()),

@@ -9,6 +9,7 @@ use super::node::Taint;
 use super::pod::{PodInfo, SpreadConstraint};
 use super::resources::Resources;
 use super::snapshot::{HotNode, NO_DOMAIN, Snapshot, stable_hash};
+use super::volumes::VolumeNeeds;
 
 /// A filter of the chain. Each rejects a node for one named reason.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,23 +20,25 @@ pub(crate) enum Filter {
     NodeAffinity,
     HostPorts,
     Resources,
+    VolumeBinding,
     TopologySpread,
     InterPodAffinity,
 }
 
 /// The filter chain, wired here and only here. It runs in the order of Kubernetes' default
 /// profile (NodeUnschedulable, NodeName, TaintToleration, NodeAffinity, NodePorts,
-/// NodeResourcesFit, PodTopologySpread, InterPodAffinity) because a rejected node is counted
+/// NodeResourcesFit, VolumeBinding, PodTopologySpread, InterPodAffinity) because a rejected node is counted
 /// under the first filter it fails, and users compare those counts with Kubernetes'. That order
 /// is also cheapest first: flags and label sets (decided once per node class), then a port
 /// list, then arithmetic, then topology counts that need per-pod preparation.
-pub(crate) const FILTER_CHAIN: [Filter; 8] = [
+pub(crate) const FILTER_CHAIN: [Filter; 9] = [
     Filter::Unschedulable,
     Filter::NodeName,
     Filter::Taints,
     Filter::NodeAffinity,
     Filter::HostPorts,
     Filter::Resources,
+    Filter::VolumeBinding,
     Filter::TopologySpread,
     Filter::InterPodAffinity,
 ];
@@ -151,6 +154,8 @@ pub(crate) struct Plan<'a> {
     node_verdicts: Vec<DomainVerdict<'a>>,
     /// For the exact scan: node-level filters that are neither resources nor topology rules.
     other_node_checks: Vec<Filter>,
+    /// What the pod's claims demand of a node, or why no node can take it.
+    volumes: Result<VolumeNeeds<'a>, String>,
 }
 
 impl<'a> Plan<'a> {
@@ -191,6 +196,7 @@ impl<'a> Plan<'a> {
             scan_class_ok: Vec::new(),
             node_verdicts: Vec::new(),
             other_node_checks: Vec::new(),
+            volumes: snap.volumes.needs(pod),
         };
         plan.score_classes();
         plan.prepare_spread();
@@ -200,6 +206,7 @@ impl<'a> Plan<'a> {
             Filter::NodeName => pod.node_name.is_some(),
             Filter::NodeAffinity => affinity_per_node,
             Filter::HostPorts => !pod.host_ports.is_empty(),
+            Filter::VolumeBinding => plan.volumes.as_ref().is_ok_and(VolumeNeeds::constrains_nodes),
             Filter::TopologySpread => !plan.spread.is_empty(),
             Filter::InterPodAffinity => {
                 !plan.pod_affinity.is_empty()
@@ -267,8 +274,15 @@ impl<'a> Plan<'a> {
             .node_checks
             .iter()
             .copied()
-            .filter(|f| matches!(f, Filter::NodeName | Filter::NodeAffinity | Filter::HostPorts))
+            .filter(|f| {
+                matches!(f, Filter::NodeName | Filter::NodeAffinity | Filter::HostPorts | Filter::VolumeBinding)
+            })
             .collect();
+    }
+
+    /// Why no node can take the pod whatever the node (Kubernetes' PreFilter failures).
+    pub(crate) fn unresolvable(&self) -> Option<&str> {
+        self.volumes.as_ref().err().map(String::as_str)
     }
 
     /// The best node's slot: the highest score, ties broken by a hash of node name and pod uid
@@ -464,6 +478,7 @@ impl<'a> Plan<'a> {
                 .any(|want| entry.ports.iter().any(|used| used.conflicts(want)))
                 .then_some(Reason::HostPorts),
             Filter::Resources => fits(&hot.free, &self.pod.requests),
+            Filter::VolumeBinding => self.volumes.as_ref().ok().and_then(|v| v.check(&entry.info)),
             Filter::TopologySpread => self.check_spread(slot),
             Filter::InterPodAffinity => self.check_inter_pod_affinity(slot),
         }

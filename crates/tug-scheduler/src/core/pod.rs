@@ -222,6 +222,26 @@ pub struct PodInfo {
     pub(crate) owner_uid: Option<String>,
     pub(crate) created: Option<jiff::Timestamp>,
     pub(crate) scheduler_name: String,
+    /// The PersistentVolumeClaims the pod's volumes use (ephemeral volumes' included).
+    pub(crate) claims: Vec<String>,
+}
+
+/// The claims a pod's volumes use: named ones, and `<pod>-<volume>` for generic ephemeral
+/// volumes (the claim Kubernetes creates for them).
+fn claim_names(pod_name: &str, spec: &k8s_openapi::api::core::v1::PodSpec) -> Vec<String> {
+    let mut names: Vec<String> = spec
+        .volumes
+        .iter()
+        .flatten()
+        .filter_map(|v| match (&v.persistent_volume_claim, &v.ephemeral) {
+            (Some(claim), _) => Some(claim.claim_name.clone()),
+            (None, Some(_)) => Some(format!("{pod_name}-{}", v.name)),
+            (None, None) => None,
+        })
+        .collect();
+    names.sort();
+    names.dedup();
+    names
 }
 
 impl PodInfo {
@@ -309,6 +329,7 @@ impl PodInfo {
             owner_uid,
             created: meta.creation_timestamp.as_ref().map(|t| t.0),
             scheduler_name: spec.scheduler_name.clone().unwrap_or_else(|| "default-scheduler".to_string()),
+            claims: claim_names(meta.name.as_deref().unwrap_or_default(), &spec),
         }
     }
 
@@ -340,6 +361,10 @@ impl PodInfo {
     }
     pub fn labels(&self) -> &BTreeMap<String, String> {
         &self.labels
+    }
+    /// The PersistentVolumeClaims its volumes use, sorted.
+    pub fn claims(&self) -> &[String] {
+        &self.claims
     }
     /// What the pod requests (Kubernetes' rule, overhead included, `pods: 1`).
     pub fn requests(&self) -> Resources {

@@ -7,10 +7,14 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
+use k8s_openapi::api::storage::v1::StorageClass;
+
 use super::labels::{HOSTNAME_LABEL, Op, Requirement, Selector};
 use super::node::{NodeInfo, Taint};
 use super::pod::{AffinityTerm, HostPort, Namespaces, PodInfo};
 use super::resources::Resources;
+use super::volumes::Volumes;
 
 /// A node slot without a value for some topology key.
 pub(crate) const NO_DOMAIN: u32 = u32::MAX;
@@ -150,6 +154,7 @@ pub struct Snapshot {
     anti_anchor: HashMap<String, HashMap<String, Vec<usize>>>,
     anti_unanchored: Vec<usize>,
     live_nodes: usize,
+    pub(crate) volumes: Volumes,
 }
 
 /// FNV-1a: a hash that is the same in every process, for deterministic tie-breaks.
@@ -194,6 +199,51 @@ impl Snapshot {
         let id = *self.pod_ids.get(uid)?;
         let pod = self.pods[id as usize].as_ref()?;
         Some(self.nodes[pod.slot as usize].info.name())
+    }
+
+    /// From now on pods' PersistentVolumeClaims are checked against the claims, volumes and
+    /// storage classes given to this snapshot (until then they are not checked at all).
+    pub fn track_volumes(&mut self) {
+        self.volumes.track();
+    }
+
+    /// Adds or updates a claim; true when what the scheduler reads of it changed.
+    pub fn upsert_claim(&mut self, claim: &PersistentVolumeClaim) -> bool {
+        self.volumes.upsert_claim(claim)
+    }
+
+    pub fn remove_claim(&mut self, namespace: &str, name: &str) -> bool {
+        self.volumes.remove_claim(namespace, name)
+    }
+
+    /// Adds or updates a PersistentVolume; true when its node affinity is new or changed.
+    pub fn upsert_volume(&mut self, volume: &PersistentVolume) -> bool {
+        self.volumes.upsert_volume(volume)
+    }
+
+    pub fn remove_volume(&mut self, name: &str) -> bool {
+        self.volumes.remove_volume(name)
+    }
+
+    /// Adds or updates a StorageClass; true when its binding mode is new or changed.
+    pub fn upsert_storage_class(&mut self, class: &StorageClass) -> bool {
+        self.volumes.upsert_class(class)
+    }
+
+    pub fn remove_storage_class(&mut self, name: &str) -> bool {
+        self.volumes.remove_class(name)
+    }
+
+    /// The pod's unbound claims whose class waits for the first consumer and that name no node
+    /// yet: binding the pod to a node annotates them with it.
+    pub fn claims_to_select(&self, pod: &PodInfo) -> Vec<String> {
+        self.volumes.claims_to_select(pod)
+    }
+
+    /// Assumes a node chosen for a claim until the claim's own update arrives, so the next
+    /// pod sharing the claim goes to the same node.
+    pub fn assume_selected_node(&mut self, namespace: &str, claim: &str, node: &str) {
+        self.volumes.select_node(namespace, claim, node);
     }
 
     /// Adds or updates a node; pods already placed on it stay.

@@ -58,6 +58,7 @@ fn diagnosis_reads_like_kubernetes() {
             ("node(s) had untolerated taint {dedicated: gpu}".to_string(), 2),
         ]
         .into(),
+        pre_filter: None,
     };
     // Go's sort.Strings on "count reason": "2 node(s)..." sorts before "3 Insufficient cpu".
     assert_eq!(

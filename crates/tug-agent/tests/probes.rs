@@ -1,0 +1,406 @@
+//! Probes, OOM kills and the environment from ConfigMaps and Secrets, with the real node agent
+//! against an in-process API server, scheduler and controllers and a real containerd: a failing
+//! liveness probe restarts its container (with a Warning `Unhealthy` event), a readiness probe
+//! keeps a Running pod out of Ready until it succeeds, HTTP and TCP probes against a live
+//! server pass, a container beyond its memory limit is `OOMKilled`, and env vars come from a
+//! ConfigMap and a Secret (read back from the container's log) or, missing, give
+//! `CreateContainerConfigError`. Needs root, as `scripts/test.sh` and CI run it.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{ConfigMap, ContainerStatus, Event, Node, Pod, Secret};
+use kube::Client;
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use serde_json::json;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tug_agent::agent::{self, AgentError, AgentOptions};
+use tug_agent::containerd::{Layout, ManagedContainerd};
+use tug_apiserver::server::{RunningServer, ServerConfig};
+use tug_cri::v1::{ListPodSandboxRequest, RemovePodSandboxRequest, StopPodSandboxRequest};
+use tug_testkit::eventually;
+
+const DEADLINE: Duration = Duration::from_secs(60);
+
+/// A server with the scheduler and the controllers, all in this process.
+struct Cluster {
+    _dir: tempfile::TempDir,
+    _server: RunningServer,
+    client: Client,
+    stop: watch::Sender<bool>,
+}
+
+async fn until(mut stopped: watch::Receiver<bool>) {
+    let _ = stopped.wait_for(|s| *s).await;
+}
+
+impl Cluster {
+    async fn start() -> Cluster {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let server = tug_apiserver::server::start(ServerConfig {
+            admission: tug_apiserver::Admission { default_toleration_seconds: 300 },
+            ..ServerConfig::local(dir.path())
+        })
+        .await
+        .expect("the server starts");
+        let client = Client::new(server.local_service(), "default");
+        let (stop, stopped) = watch::channel(false);
+        let scheduler = tug_scheduler::run(client.clone(), Default::default(), until(stopped.clone()));
+        tokio::spawn(async move { scheduler.await.expect("the scheduler runs") });
+        tokio::spawn(tug_controllers::run(client.clone(), Default::default(), until(stopped)));
+        Cluster { _dir: dir, _server: server, client, stop }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+fn run(program: &str, args: &[&str]) -> std::process::Output {
+    Command::new(program).args(args).output().unwrap_or_else(|error| panic!("running {program}: {error}"))
+}
+
+/// Everything a test's agent made on the host (pods, bridge, mounts), removed on success,
+/// failure and panic alike.
+struct Host {
+    dir: tempfile::TempDir,
+    bridge: String,
+    /// Set once the test saw the runtime empty: nothing to sweep.
+    clean: bool,
+}
+
+impl Host {
+    /// A data dir holding the demo images, and a unique bridge and pod range.
+    fn new() -> (Host, AgentOptions) {
+        let suffix = tug_testkit::unique_suffix();
+        let dir = tempfile::Builder::new().prefix("tugt-").tempdir().expect("temp dir");
+        let images = Layout::new(dir.path()).images_dir();
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/demo-images");
+        let built = run(script.to_str().expect("utf-8 path"), &[images.to_str().expect("utf-8 path")]);
+        assert!(built.status.success(), "scripts/demo-images failed: {}", String::from_utf8_lossy(&built.stderr));
+        let bridge: String = format!("tugt{suffix}").chars().take(15).collect();
+        let octet = u8::from_str_radix(&suffix[suffix.len() - 2..], 16).expect("hex suffix");
+        let mut options = AgentOptions::new(format!("tugt-{suffix}"), dir.path());
+        options.pod_cidr = format!("10.214.{octet}.0/24");
+        options.cni_bridge = bridge.clone();
+        options.lease_interval = Duration::from_millis(500);
+        (Host { dir, bridge, clean: false }, options)
+    }
+
+    fn socket(&self) -> PathBuf {
+        Layout::new(self.dir.path()).socket()
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        if !self.clean {
+            // Over a runtime of its own: this may run while the test's runtime unwinds. The
+            // agent's containerd may be gone already; then one is started to remove the pods.
+            let (socket, dir) = (self.socket(), self.dir.path().to_path_buf());
+            let _ = std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+                runtime.block_on(async {
+                    if remove_all_pods(&socket).await.is_err()
+                        && let Ok(mut containerd) = ManagedContainerd::start(&dir).await
+                    {
+                        let _ = remove_all_pods(&socket).await;
+                        let _ = containerd.stop();
+                    }
+                });
+                Some(())
+            })
+            .join();
+        }
+        let _ = run("ip", &["link", "del", &self.bridge]);
+        unmount_under(self.dir.path());
+    }
+}
+
+async fn remove_all_pods(socket: &Path) -> Result<(), String> {
+    let mut cri = tug_cri::connect(socket).await.map_err(|error| error.to_string())?;
+    let pods = cri.runtime.list_pod_sandbox(ListPodSandboxRequest::default()).await.map_err(|s| s.to_string())?;
+    for pod in pods.into_inner().items {
+        let _ = cri.runtime.stop_pod_sandbox(StopPodSandboxRequest { pod_sandbox_id: pod.id.clone() }).await;
+        let _ = cri.runtime.remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: pod.id }).await;
+    }
+    Ok(())
+}
+
+fn unmount_under(dir: &Path) {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    let prefix = format!("{}/", dir.display());
+    let mut points: Vec<&str> =
+        mounts.lines().filter_map(|line| line.split_whitespace().nth(1)).filter(|p| p.starts_with(&prefix)).collect();
+    points.sort_by_key(|point| std::cmp::Reverse(point.len()));
+    for point in points {
+        let _ = run("umount", &["-l", point]);
+    }
+}
+
+/// A running agent, stopped by [`Agent::stop`] (or with the test).
+struct Agent {
+    stop: watch::Sender<bool>,
+    task: JoinHandle<Result<(), AgentError>>,
+}
+
+impl Agent {
+    fn start(client: &Client, options: &AgentOptions) -> Agent {
+        let (stop, stopped) = watch::channel(false);
+        let task = tokio::spawn(agent::run(client.clone(), options.clone(), until(stopped)));
+        Agent { stop, task }
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(true);
+        self.task.await.expect("the agent task").expect("the agent ran without error");
+    }
+}
+
+async fn node_ready(client: &Client, name: &str) -> Node {
+    let nodes: Api<Node> = Api::all(client.clone());
+    eventually("the node to be Ready", DEADLINE, || async {
+        let node = nodes.get(name).await.map_err(|e| e.to_string())?;
+        let ready = node
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|conditions| conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+        if ready { Ok(node) } else { Err(format!("{:?}", node.status)) }
+    })
+    .await
+}
+
+/// A cluster with a Ready node running the agent.
+async fn start() -> (Cluster, Host, AgentOptions, Agent) {
+    let cluster = Cluster::start().await;
+    let (host, options) = Host::new();
+    let agent = Agent::start(&cluster.client, &options);
+    node_ready(&cluster.client, &options.node_name).await;
+    (cluster, host, options, agent)
+}
+
+/// A pod of one busybox container `main` running `script` with `sh -c`, with `extra` merged
+/// into the container and the pod spec's `restartPolicy`.
+fn busybox_pod(name: &str, policy: &str, script: &str, extra: serde_json::Value) -> Pod {
+    let mut container = json!({
+        "name": "main",
+        "image": "localhost/busybox:latest",
+        "imagePullPolicy": "Never",
+        "command": ["sh", "-c", script],
+    });
+    for (key, value) in extra.as_object().cloned().unwrap_or_default() {
+        container[key] = value;
+    }
+    serde_json::from_value(json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name},
+        // `sh` as PID 1 ignores SIGTERM: keep the kill short.
+        "spec": {"restartPolicy": policy, "terminationGracePeriodSeconds": 1, "containers": [container]},
+    }))
+    .expect("a valid Pod")
+}
+
+/// The pod `name` once `check` accepts its first container's status and the pod.
+async fn wait_for(
+    pods: &Api<Pod>,
+    name: &str,
+    what: &str,
+    check: impl Fn(&Pod, &ContainerStatus) -> bool,
+) -> (Pod, ContainerStatus) {
+    eventually(&format!("pod {name}: {what}"), DEADLINE, || async {
+        let pod = pods.get(name).await.map_err(|e| e.to_string())?;
+        let status = pod.status.as_ref().and_then(|s| s.container_statuses.clone()).unwrap_or_default();
+        match status.first() {
+            Some(container) if check(&pod, container) => Ok((pod.clone(), container.clone())),
+            _ => Err(format!("{:?}", pod.status)),
+        }
+    })
+    .await
+}
+
+fn condition(pod: &Pod, kind: &str) -> Option<String> {
+    let conditions = pod.status.as_ref().and_then(|s| s.conditions.clone()).unwrap_or_default();
+    conditions.into_iter().find(|c| c.type_ == kind).map(|c| c.status)
+}
+
+fn running(status: &ContainerStatus) -> bool {
+    status.state.as_ref().is_some_and(|s| s.running.is_some())
+}
+
+fn terminated_reason(state: Option<&k8s_openapi::api::core::v1::ContainerState>) -> Option<String> {
+    state.and_then(|s| s.terminated.as_ref()).and_then(|t| t.reason.clone())
+}
+
+/// Stops the agent and removes everything it ran.
+async fn finish(agent: Agent, host: Host) {
+    agent.stop().await;
+    drop(host);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probes_restart_unhealthy_containers_and_gate_readiness() {
+    let (cluster, host, _options, agent) = start().await;
+    let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), "default");
+    let exec = |command: &[&str]| json!({"exec": {"command": command}, "periodSeconds": 1, "failureThreshold": 1});
+    let pod_list = [
+        // Liveness by HTTP to a port nobody listens on.
+        busybox_pod(
+            "unhealthy",
+            "Always",
+            "sleep 3600",
+            json!({"livenessProbe": {
+                "httpGet": {"port": 9999, "path": "/healthz"}, "periodSeconds": 1, "failureThreshold": 2,
+            }}),
+        ),
+        // Ready once the file exists, a few seconds in.
+        busybox_pod(
+            "warming",
+            "Always",
+            "sleep 4; touch /tmp/ready; sleep 3600",
+            json!({
+                "readinessProbe": exec(&["cat", "/tmp/ready"]),
+            }),
+        ),
+        // A server whose HTTP readiness (by port name) and TCP liveness pass, after a startup
+        // probe; it is never restarted.
+        busybox_pod(
+            "web",
+            "Always",
+            "echo ok > /tmp/index.html; exec httpd -f -p 8080 -h /tmp",
+            json!({
+                "ports": [{"name": "http", "containerPort": 8080}],
+                "startupProbe": {"tcpSocket": {"port": 8080}, "periodSeconds": 1, "failureThreshold": 30},
+                "readinessProbe": {"httpGet": {"port": "http", "path": "/"}, "periodSeconds": 1},
+                "livenessProbe": {"tcpSocket": {"port": "http"}, "periodSeconds": 1, "failureThreshold": 1},
+            }),
+        ),
+    ];
+    for pod in &pod_list {
+        pods.create(&PostParams::default(), pod).await.expect("created");
+    }
+
+    let (pod, _) = wait_for(&pods, "warming", "Running but not Ready", |_, c| running(c) && !c.ready).await;
+    assert_eq!(pod.status.as_ref().and_then(|s| s.phase.clone()).as_deref(), Some("Running"));
+    assert_eq!(condition(&pod, "Ready").as_deref(), Some("False"));
+    assert_eq!(condition(&pod, "ContainersReady").as_deref(), Some("False"));
+    let (pod, status) = wait_for(&pods, "warming", "Ready", |_, c| c.ready).await;
+    assert_eq!(condition(&pod, "Ready").as_deref(), Some("True"));
+    assert_eq!(status.restart_count, 0);
+
+    let (_, status) = wait_for(&pods, "unhealthy", "restarted", |_, c| c.restart_count >= 1).await;
+    assert!(status.last_state.and_then(|s| s.terminated).is_some(), "the killed instance is the last state");
+    let events: Api<Event> = Api::namespaced(cluster.client.clone(), "default");
+    let (unhealthy, killing) = eventually("the Unhealthy and Killing events", DEADLINE, || async {
+        let list = events.list(&ListParams::default()).await.map_err(|e| e.to_string())?.items;
+        let about = |reason: &str| {
+            list.iter()
+                .find(|e| e.involved_object.name.as_deref() == Some("unhealthy") && e.reason.as_deref() == Some(reason))
+                .cloned()
+        };
+        match (about("Unhealthy"), about("Killing")) {
+            (Some(unhealthy), Some(killing)) => Ok((unhealthy, killing)),
+            _ => Err(format!("{:?}", list.iter().map(|e| (&e.reason, &e.message)).collect::<Vec<_>>())),
+        }
+    })
+    .await;
+    assert_eq!(unhealthy.type_.as_deref(), Some("Warning"));
+    assert_eq!(unhealthy.involved_object.field_path.as_deref(), Some("spec.containers{main}"));
+    assert_eq!(unhealthy.source.and_then(|s| s.component).as_deref(), Some("kubelet"));
+    let message = unhealthy.message.unwrap_or_default();
+    assert!(message.starts_with("Liveness probe failed: Get \"http://"), "{message}");
+    assert!(message.contains(":9999/healthz\": dial tcp"), "{message}");
+    assert_eq!(killing.message.as_deref(), Some("Container main failed liveness probe, will be restarted"));
+
+    let (pod, status) = wait_for(&pods, "web", "Ready", |_, c| c.ready).await;
+    assert_eq!((status.started, status.restart_count), (Some(true), 0));
+    assert_eq!(condition(&pod, "Ready").as_deref(), Some("True"));
+    finish(agent, host).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_container_beyond_its_memory_limit_is_oom_killed() {
+    let (cluster, host, _options, agent) = start().await;
+    let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), "default");
+    let limits = json!({"resources": {"limits": {"memory": "16Mi"}}});
+    // The string doubles until the cgroup's limit is hit.
+    let pod = busybox_pod("hog", "Never", "x=a; while :; do x=$x$x; done", limits);
+    pods.create(&PostParams::default(), &pod).await.expect("created");
+    let (pod, status) =
+        wait_for(&pods, "hog", "terminated", |_, c| terminated_reason(c.state.as_ref()).is_some()).await;
+    assert_eq!(terminated_reason(status.state.as_ref()).as_deref(), Some("OOMKilled"), "{status:?}");
+    assert_eq!(pod.status.and_then(|s| s.phase).as_deref(), Some("Failed"));
+    finish(agent, host).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn env_comes_from_config_maps_and_secrets_and_a_missing_one_is_a_config_error() {
+    let (cluster, host, options, agent) = start().await;
+    let client = cluster.client.clone();
+    let config_map: ConfigMap = serde_json::from_value(json!({
+        "metadata": {"name": "settings"}, "data": {"MODE": "fast", "LEVEL": "3"},
+    }))
+    .expect("config map");
+    Api::<ConfigMap>::namespaced(client.clone(), "default")
+        .create(&PostParams::default(), &config_map)
+        .await
+        .expect("created");
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "creds"}, "stringData": {"TOKEN": "s3cr3t"},
+    }))
+    .expect("secret");
+    Api::<Secret>::namespaced(client.clone(), "default")
+        .create(&PostParams::default(), &secret)
+        .await
+        .expect("created");
+
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let env = json!({
+        "env": [
+            {"name": "MODE", "valueFrom": {"configMapKeyRef": {"name": "settings", "key": "MODE"}}},
+            {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "TOKEN"}}},
+            {"name": "MEMORY_MI", "valueFrom": {"resourceFieldRef": {"resource": "limits.memory", "divisor": "1Mi"}}},
+        ],
+        "envFrom": [{"configMapRef": {"name": "settings"}, "prefix": "CM_"}],
+        "resources": {"limits": {"memory": "32Mi"}},
+    });
+    let pod = busybox_pod("env", "Never", "echo \"mode=$MODE token=$TOKEN level=$CM_LEVEL mem=$MEMORY_MI\"", env);
+    pods.create(&PostParams::default(), &pod).await.expect("created");
+    let missing = json!({"env": [{"name": "X", "valueFrom": {"configMapKeyRef": {"name": "nope", "key": "k"}}}]});
+    pods.create(&PostParams::default(), &busybox_pod("missing", "Never", "true", missing)).await.expect("created");
+
+    let (pod, _) = wait_for(&pods, "env", "done", |_, c| terminated_reason(c.state.as_ref()).is_some()).await;
+    let uid = pod.metadata.uid.clone().expect("uid");
+    let log = options.data_dir.join("pods").join(format!("default_env_{uid}")).join("main").join("0.log");
+    let text = std::fs::read_to_string(&log).unwrap_or_else(|e| panic!("reading {}: {e}", log.display()));
+    assert!(text.contains("mode=fast token=s3cr3t level=3 mem=32"), "{text}");
+    // The pod ran in the cgroup of its QoS class, which goes with the pod.
+    let cgroup = PathBuf::from(format!("/sys/fs/cgroup/memory/kubepods/burstable/pod{uid}"));
+    assert!(cgroup.exists(), "{} is missing", cgroup.display());
+    pods.delete("env", &DeleteParams::default()).await.expect("deleted");
+    eventually("the pod to be gone", DEADLINE, || async {
+        match pods.get_opt("env").await.map_err(|e| e.to_string())? {
+            None => Ok(()),
+            Some(pod) => Err(format!("{:?}", pod.status)),
+        }
+    })
+    .await;
+    eventually("the pod's cgroup to be removed", DEADLINE, || async {
+        if cgroup.exists() { Err(format!("{} is left behind", cgroup.display())) } else { Ok(()) }
+    })
+    .await;
+
+    let (_, status) = wait_for(&pods, "missing", "CreateContainerConfigError", |_, c| {
+        c.state.as_ref().and_then(|s| s.waiting.as_ref()).and_then(|w| w.reason.as_deref())
+            == Some("CreateContainerConfigError")
+    })
+    .await;
+    let message = status.state.and_then(|s| s.waiting).and_then(|w| w.message);
+    assert_eq!(message.as_deref(), Some("configmap \"nope\" not found"));
+    finish(agent, host).await;
+}

@@ -1,0 +1,447 @@
+//! Logs, exec and the agent's API through the real API server, a real node agent and a real
+//! containerd (all but containerd in this process), with kube-rs and the real kubectl as
+//! clients. Needs root, as `scripts/test.sh` and CI run it.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{AsyncBufReadExt, TryStreamExt};
+use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Status;
+use kube::Client;
+use kube::api::{Api, AttachParams, LogParams, PostParams};
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tug_agent::agent::{self, AgentError, AgentOptions};
+use tug_agent::containerd::{Layout, ManagedContainerd};
+use tug_apiserver::server::{RunningServer, ServerConfig};
+use tug_cri::v1::{ListPodSandboxRequest, RemovePodSandboxRequest, StopPodSandboxRequest};
+use tug_testkit::eventually;
+
+const DEADLINE: Duration = Duration::from_secs(60);
+
+/// A server with the scheduler and the controllers, all in this process.
+struct Cluster {
+    dir: tempfile::TempDir,
+    server: RunningServer,
+    client: Client,
+    stop: watch::Sender<bool>,
+}
+
+async fn until(mut stopped: watch::Receiver<bool>) {
+    let _ = stopped.wait_for(|s| *s).await;
+}
+
+impl Cluster {
+    async fn start() -> Cluster {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let server = tug_apiserver::server::start(ServerConfig {
+            admission: tug_apiserver::Admission { default_toleration_seconds: 300 },
+            ..ServerConfig::local(dir.path())
+        })
+        .await
+        .expect("the server starts");
+        let client = Client::new(server.local_service(), "default");
+        let (stop, stopped) = watch::channel(false);
+        let scheduler = tug_scheduler::run(client.clone(), Default::default(), until(stopped.clone()));
+        tokio::spawn(async move { scheduler.await.expect("the scheduler runs") });
+        tokio::spawn(tug_controllers::run(client.clone(), Default::default(), until(stopped)));
+        Cluster { dir, server, client, stop }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+fn run(program: &str, args: &[&str]) -> std::process::Output {
+    Command::new(program).args(args).output().unwrap_or_else(|error| panic!("running {program}: {error}"))
+}
+
+/// Everything a test's agent made on the host (pods, bridge, mounts), removed on success,
+/// failure and panic alike.
+struct Host {
+    dir: tempfile::TempDir,
+    bridge: String,
+    /// Set once the test saw the runtime empty: nothing to sweep.
+    clean: bool,
+}
+
+impl Host {
+    /// A data dir holding the demo images, and a unique bridge and pod range.
+    fn new() -> (Host, AgentOptions) {
+        let suffix = tug_testkit::unique_suffix();
+        let dir = tempfile::Builder::new().prefix("tugt-").tempdir().expect("temp dir");
+        let images = Layout::new(dir.path()).images_dir();
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/demo-images");
+        let built = run(script.to_str().expect("utf-8 path"), &[images.to_str().expect("utf-8 path")]);
+        assert!(built.status.success(), "scripts/demo-images failed: {}", String::from_utf8_lossy(&built.stderr));
+        let bridge: String = format!("tugt{suffix}").chars().take(15).collect();
+        let octet = u8::from_str_radix(&suffix[suffix.len() - 2..], 16).expect("hex suffix");
+        let mut options = AgentOptions::new(format!("tugt-{suffix}"), dir.path());
+        options.pod_cidr = format!("10.214.{octet}.0/24");
+        options.cni_bridge = bridge.clone();
+        options.lease_interval = Duration::from_millis(500);
+        (Host { dir, bridge, clean: false }, options)
+    }
+
+    fn socket(&self) -> PathBuf {
+        Layout::new(self.dir.path()).socket()
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        if !self.clean {
+            // Over a runtime of its own: this may run while the test's runtime unwinds. The
+            // agent's containerd may be gone already; then one is started to remove the pods.
+            let (socket, dir) = (self.socket(), self.dir.path().to_path_buf());
+            let _ = std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+                runtime.block_on(async {
+                    if remove_all_pods(&socket).await.is_err()
+                        && let Ok(mut containerd) = ManagedContainerd::start(&dir).await
+                    {
+                        let _ = remove_all_pods(&socket).await;
+                        let _ = containerd.stop();
+                    }
+                });
+                Some(())
+            })
+            .join();
+        }
+        let _ = run("ip", &["link", "del", &self.bridge]);
+        unmount_under(self.dir.path());
+    }
+}
+
+async fn remove_all_pods(socket: &Path) -> Result<(), String> {
+    let mut cri = tug_cri::connect(socket).await.map_err(|error| error.to_string())?;
+    let pods = cri.runtime.list_pod_sandbox(ListPodSandboxRequest::default()).await.map_err(|s| s.to_string())?;
+    for pod in pods.into_inner().items {
+        let _ = cri.runtime.stop_pod_sandbox(StopPodSandboxRequest { pod_sandbox_id: pod.id.clone() }).await;
+        let _ = cri.runtime.remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: pod.id }).await;
+    }
+    Ok(())
+}
+
+fn unmount_under(dir: &Path) {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    let prefix = format!("{}/", dir.display());
+    let mut points: Vec<&str> =
+        mounts.lines().filter_map(|line| line.split_whitespace().nth(1)).filter(|p| p.starts_with(&prefix)).collect();
+    points.sort_by_key(|point| std::cmp::Reverse(point.len()));
+    for point in points {
+        let _ = run("umount", &["-l", point]);
+    }
+}
+
+/// A running agent, stopped by [`Agent::stop`] (or with the test).
+struct Agent {
+    stop: watch::Sender<bool>,
+    task: JoinHandle<Result<(), AgentError>>,
+}
+
+impl Agent {
+    fn start(client: &Client, options: &AgentOptions) -> Agent {
+        let (stop, stopped) = watch::channel(false);
+        let task = tokio::spawn(agent::run(client.clone(), options.clone(), until(stopped)));
+        Agent { stop, task }
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(true);
+        self.task.await.expect("the agent task").expect("the agent ran without error");
+    }
+}
+
+/// A kube-rs client over HTTPS (upgrades need a real connection), from the server's kubeconfig.
+async fn https_client(server: &RunningServer) -> Client {
+    let kubeconfig = kube::config::Kubeconfig::read_from(&server.kubeconfig).expect("the kubeconfig reads");
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await.expect("config");
+    Client::try_from(config).expect("a client")
+}
+
+fn pod(name: &str, containers: serde_json::Value) -> Pod {
+    serde_json::from_value(json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name},
+        "spec": {"terminationGracePeriodSeconds": 1, "containers": containers},
+    }))
+    .expect("a valid Pod")
+}
+
+fn busybox(name: &str, script: &str) -> serde_json::Value {
+    json!({
+        "name": name,
+        "image": "localhost/busybox:latest",
+        "imagePullPolicy": "Never",
+        "command": ["sh", "-c", script],
+    })
+}
+
+/// Prints three lines, then "more" whenever /tmp/more appears, and exits 1 (after "bye")
+/// once /tmp/stop appears.
+const LOGGER: &str = "echo one; echo two; echo three; \
+    while [ ! -f /tmp/stop ]; do [ -f /tmp/more ] && echo more && rm -f /tmp/more; sleep 0.1; done; \
+    rm -f /tmp/stop; echo bye; exit 1";
+
+/// The pod once its container `container` runs with at least `restarts` restarts.
+async fn running(pods: &Api<Pod>, name: &str, restarts: i32) -> Pod {
+    eventually(&format!("{name} running after {restarts} restarts"), DEADLINE, || async {
+        let pod = pods.get(name).await.map_err(|e| e.to_string())?;
+        let statuses = pod.status.as_ref().and_then(|s| s.container_statuses.clone()).unwrap_or_default();
+        let ok = statuses
+            .iter()
+            .all(|s| s.restart_count >= restarts && s.state.as_ref().is_some_and(|st| st.running.is_some()));
+        if ok && !statuses.is_empty() { Ok(pod) } else { Err(format!("{statuses:?}")) }
+    })
+    .await
+}
+
+/// Runs `command` in the pod's first container; returns stdout and the final Status.
+async fn exec(pods: &Api<Pod>, name: &str, command: &[&str], stdin: Option<&str>) -> (String, Status) {
+    let params = AttachParams::default().stdin(stdin.is_some()).stderr(false);
+    let mut process = pods.exec(name, command.iter().copied(), &params).await.expect("exec starts");
+    if let Some(input) = stdin {
+        process.stdin().expect("stdin").write_all(input.as_bytes()).await.expect("stdin written");
+    }
+    let mut out = String::new();
+    process.stdout().expect("stdout").read_to_string(&mut out).await.expect("stdout read");
+    let status = process.take_status().expect("status").await.expect("a final status");
+    (out, status)
+}
+
+async fn logs(pods: &Api<Pod>, name: &str, params: LogParams) -> String {
+    pods.logs(name, &params).await.unwrap_or_else(|e| panic!("logs of {name}: {e}"))
+}
+
+fn api_error(result: Result<String, kube::Error>) -> (u16, String) {
+    match result {
+        Err(kube::Error::Api(status)) => (status.code, status.message),
+        other => panic!("expected an API error, got {other:?}"),
+    }
+}
+
+fn kubectl(kubeconfig: &Path, args: &[&str]) -> (bool, String, String) {
+    let output = Command::new("kubectl").env("KUBECONFIG", kubeconfig).args(args).output().expect("kubectl runs");
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (output.status.success(), text(&output.stdout), text(&output.stderr))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn logs_and_exec_reach_containers_through_the_api_server() {
+    let cluster = Cluster::start().await;
+    let (host, mut options) = Host::new();
+    options.node_ip = Some("127.0.0.1".parse().expect("ip"));
+    options.api_port = 0;
+    options.ca_cert_pem = Some(cluster.server.pki.ca_cert_pem.clone());
+    let agent = Agent::start(&cluster.client, &options);
+    let client = https_client(&cluster.server).await;
+    let pods: Api<Pod> = Api::default_namespaced(client.clone());
+    let post = PostParams::default();
+
+    // The node publishes where its API listens.
+    let node = eventually("the node to publish its API port", DEADLINE, || async {
+        let nodes: Api<Node> = Api::all(client.clone());
+        let node = nodes.get(&options.node_name).await.map_err(|e| e.to_string())?;
+        let port = node.status.as_ref().and_then(|s| s.daemon_endpoints.clone()).and_then(|d| d.kubelet_endpoint);
+        match port {
+            Some(endpoint) if endpoint.port > 0 => Ok(node),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    let api_port = node.status.and_then(|s| s.daemon_endpoints).and_then(|d| d.kubelet_endpoint).expect("port").port;
+
+    pods.create(&post, &pod("logger", json!([busybox("main", LOGGER)]))).await.expect("created");
+    pods.create(&post, &pod("two", json!([busybox("a", "sleep 3600"), busybox("b", "sleep 3600")])))
+        .await
+        .expect("created");
+    let missing_image = json!([{"name": "c", "image": "localhost/nope:latest", "imagePullPolicy": "Never"}]);
+    pods.create(&post, &pod("stuck", missing_image)).await.expect("created");
+    running(&pods, "logger", 0).await;
+
+    // Logs: everything, a tail, timestamps.
+    let all = eventually("the logger's first lines", DEADLINE, || async {
+        let text = pods.logs("logger", &LogParams::default()).await.map_err(|e| e.to_string())?;
+        if text.starts_with("one\ntwo\nthree\n") { Ok(text) } else { Err(text) }
+    })
+    .await;
+    assert_eq!(all, "one\ntwo\nthree\n");
+    assert_eq!(logs(&pods, "logger", LogParams { tail_lines: Some(1), ..LogParams::default() }).await, "three\n");
+    let stamped = logs(&pods, "logger", LogParams { timestamps: true, ..LogParams::default() }).await;
+    for line in stamped.lines() {
+        let (time, message) = line.split_once(' ').expect("a timestamp and a message");
+        assert!(time.parse::<jiff::Timestamp>().is_ok(), "{line:?} starts with an RFC 3339 time");
+        assert!(["one", "two", "three"].contains(&message), "{line:?}");
+    }
+    let recent = logs(&pods, "logger", LogParams { since_seconds: Some(3600), ..LogParams::default() }).await;
+    assert_eq!(recent, "one\ntwo\nthree\n");
+
+    // Exec: output, exit status, stdin, and a TTY.
+    let (hostname, status) = exec(&pods, "logger", &["cat", "/etc/hostname"], None).await;
+    assert_eq!((hostname.trim(), status.status.as_deref()), ("logger", Some("Success")));
+    let (_, failed) = exec(&pods, "logger", &["sh", "-c", "exit 7"], None).await;
+    assert_eq!(failed.status.as_deref(), Some("Failure"));
+    assert_eq!(failed.reason.as_deref(), Some("NonZeroExitCode"));
+    let causes = failed.details.and_then(|d| d.causes).unwrap_or_default();
+    assert!(causes.iter().any(|c| c.reason.as_deref() == Some("ExitCode") && c.message.as_deref() == Some("7")));
+    let (echoed, _) = exec(&pods, "logger", &["sh", "-c", "read line; echo got:$line"], Some("hello\n")).await;
+    assert_eq!(echoed, "got:hello\n");
+    let mut shell = pods.exec("logger", ["sh"], &AttachParams::interactive_tty()).await.expect("a TTY exec");
+    shell.stdin().expect("stdin").write_all(b"echo $((6*7)) $TERM\nexit\n").await.expect("typed");
+    let mut screen = String::new();
+    shell.stdout().expect("stdout").read_to_string(&mut screen).await.expect("screen read");
+    assert!(screen.contains("42"), "the TTY echoes and runs what was typed: {screen:?}");
+    assert!(screen.contains('\r'), "a terminal writes CRLF: {screen:?}");
+
+    // Follow sees new lines, and moves on to the next attempt after a restart.
+    let params = LogParams { follow: true, ..LogParams::default() };
+    let mut followed = pods.log_stream("logger", &params).await.expect("a log stream").lines();
+    let mut next_line = async || {
+        tokio::time::timeout(DEADLINE, followed.try_next()).await.expect("a line in time").expect("read").expect("open")
+    };
+    for want in ["one", "two", "three"] {
+        assert_eq!(next_line().await, want);
+    }
+    exec(&pods, "logger", &["touch", "/tmp/more"], None).await;
+    assert_eq!(next_line().await, "more", "follow sees a line written after it started");
+    exec(&pods, "logger", &["touch", "/tmp/stop"], None).await;
+    assert_eq!(next_line().await, "bye");
+    assert_eq!(next_line().await, "one", "the restarted container's lines follow");
+    running(&pods, "logger", 1).await;
+    let previous = logs(&pods, "logger", LogParams { previous: true, ..LogParams::default() }).await;
+    assert_eq!(previous, "one\ntwo\nthree\nmore\nbye\n");
+    assert!(!logs(&pods, "logger", LogParams::default()).await.contains("bye"), "the current attempt's log");
+
+    // Errors as Kubernetes words them.
+    assert_eq!(api_error(pods.logs("nope", &LogParams::default()).await).0, 404);
+    running(&pods, "two", 0).await;
+    assert_eq!(
+        api_error(pods.logs("two", &LogParams::default()).await),
+        (400, "a container name must be specified for pod two, choose one of: [a b]".into())
+    );
+    let params = LogParams { container: Some("b".into()), ..LogParams::default() };
+    assert_eq!(logs(&pods, "two", params).await, "");
+    let (code, message) = api_error(pods.logs("stuck", &LogParams::default()).await);
+    assert_eq!(code, 400);
+    assert!(message.starts_with("container \"c\" in pod \"stuck\" is waiting to start: "), "{message}");
+
+    // The real kubectl.
+    let kubeconfig = cluster.server.kubeconfig.clone();
+    let (ok, out, err) = kubectl(&kubeconfig, &["logs", "logger", "--tail=2"]);
+    assert!(ok, "{err}");
+    assert_eq!(out, "two\nthree\n");
+    let (ok, out, err) = kubectl(&kubeconfig, &["exec", "logger", "--", "cat", "/etc/hostname"]);
+    assert!(ok, "kubectl exec: {err}");
+    assert_eq!(out.trim(), "logger");
+    let (ok, _, err) = kubectl(&kubeconfig, &["exec", "logger", "--", "sh", "-c", "exit 3"]);
+    assert!(!ok && err.contains("exit code 3"), "{err}");
+    let (ok, _, err) = kubectl(&kubeconfig, &["logs", "two"]);
+    assert!(ok, "kubectl picks the first container itself: {err}");
+
+    // The agent's API takes only the API server's client certificate.
+    assert_refuses_other_clients(api_port, cluster.dir.path()).await;
+
+    for name in ["logger", "two", "stuck"] {
+        pods.delete(name, &Default::default()).await.expect("deleted");
+    }
+    eventually("the pods to be gone", DEADLINE, || async {
+        let left = pods.list(&Default::default()).await.map_err(|e| e.to_string())?.items.len();
+        if left == 0 { Ok(()) } else { Err(format!("{left} left")) }
+    })
+    .await;
+    agent.stop().await;
+    drop(host);
+}
+
+/// TLS to the agent's API: no client certificate fails; a CA-signed one of another identity
+/// gets 401.
+async fn assert_refuses_other_clients(port: i32, server_dir: &Path) {
+    let port = u16::try_from(port).expect("a port");
+    let get = async |config: rustls::ClientConfig| -> Result<String, String> {
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.map_err(|e| e.to_string())?;
+        let name = rustls::pki_types::ServerName::try_from("127.0.0.1").expect("name");
+        let mut tls = connector.connect(name, tcp).await.map_err(|e| e.to_string())?;
+        tls.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut answer = String::new();
+        tls.read_to_string(&mut answer).await.map_err(|e| e.to_string())?;
+        Ok(answer)
+    };
+    let builder = || {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("protocols")
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AnyServer))
+    };
+    let anonymous = get(builder().with_no_client_auth()).await;
+    assert!(anonymous.as_ref().is_err() || anonymous.as_ref().is_ok_and(|a| a.is_empty()), "{anonymous:?}");
+
+    // Same CA, another name.
+    let ca_key = std::fs::read_to_string(server_dir.join("tls/ca.key")).expect("the CA key");
+    let ca_key = rcgen::KeyPair::from_pem(&ca_key).expect("a key");
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+    ca.distinguished_name.push(rcgen::DnType::CommonName, "tugboat-ca");
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let issuer = rcgen::Issuer::new(ca, &ca_key);
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+    params.distinguished_name.push(rcgen::DnType::CommonName, "someone-else");
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let key = rcgen::KeyPair::generate().expect("key");
+    let cert = params.signed_by(&key, &issuer).expect("signed");
+    let key_der = rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).expect("key der");
+    let other = builder().with_client_auth_cert(vec![cert.der().clone()], key_der).expect("client auth");
+    let answer = get(other).await.expect("the handshake passes: the CA signed it");
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+}
+
+#[derive(Debug)]
+struct AnyServer;
+
+impl rustls::client::danger::ServerCertVerifier for AnyServer {
+    fn verify_server_cert(
+        &self,
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &[rustls::pki_types::CertificateDer<'_>],
+        _: &rustls::pki_types::ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _: &[u8],
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        _: &[u8],
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        rustls::crypto::ring::default_provider().signature_verification_algorithms.supported_schemes()
+    }
+}
