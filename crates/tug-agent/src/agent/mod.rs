@@ -233,6 +233,7 @@ async fn serve(
         host_ip: host.ip.to_string(),
         dns: spec::parse_resolv_conf(&resolv),
         pods_dir: options.data_dir.join("pods"),
+        syncs: tokio::sync::Semaphore::new(pods::CONCURRENT_SYNCS),
     });
     let result = pods::run(ctx, shutdown).await;
     lease.abort();

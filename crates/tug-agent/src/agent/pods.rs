@@ -58,7 +58,14 @@ pub struct Ctx {
     pub pods_dir: PathBuf,
     /// Pod volumes, and the ConfigMap/Secret cache they (and env) read from.
     pub volumes: Volumes,
+    /// Syncs of live pods running at once. containerd does the work of a pod start on the
+    /// node's cores (namespaces, CNI, shims, runc); a hundred starts at once finish all at once
+    /// and late, a few at a time finish in a steady stream, the first pods within a second.
+    pub syncs: tokio::sync::Semaphore,
 }
+
+/// How many pod syncs may run at once (see [`Ctx::syncs`]).
+pub const CONCURRENT_SYNCS: usize = 6;
 
 /// A failed step of a sync, with what was being done.
 #[derive(Debug, thiserror::Error)]
@@ -494,6 +501,10 @@ struct Outcome {
 }
 
 async fn sync_pod(ctx: Arc<Ctx>, prober: Arc<Prober>, uid: String, pod: Option<Pod>) -> Outcome {
+    // Teardowns mostly wait out grace periods: they do not queue behind starts, nor starts
+    // behind them.
+    let tearing_down = pod.as_ref().is_none_or(|p| p.metadata.deletion_timestamp.is_some());
+    let _turn = if tearing_down { None } else { Some(ctx.syncs.acquire().await) };
     match try_sync_pod(&ctx, &prober, &uid, pod.as_ref()).await {
         Ok(outcome) => outcome,
         Err(error) => {
