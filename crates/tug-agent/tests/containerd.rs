@@ -3,10 +3,12 @@
 //! httpd container the host reaches on the pod IP, and a teardown that leaves nothing behind.
 //! Needs root (network namespaces, bridges, mounts), as `scripts/test.sh` and CI run it.
 
+mod support;
+
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use support::{mounts_under, remove_all_pods, run, unmount_under};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tug_agent::containerd::{Layout, ManagedContainerd, SANDBOX_IMAGE};
@@ -25,10 +27,6 @@ const SERVE_TIMEOUT: Duration = Duration::from_secs(10);
 fn unique_suffix() -> String {
     let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|since| since.subsec_nanos()).unwrap_or_default();
     format!("{:06x}", (nanos ^ std::process::id().rotate_left(12)) & 0xff_ffff)
-}
-
-fn run(program: &str, args: &[&str]) -> std::process::Output {
-    Command::new(program).args(args).output().unwrap_or_else(|error| panic!("running {program}: {error}"))
 }
 
 /// The CNI network of the test's pods: a bridge of their own and a /24 of their own.
@@ -84,38 +82,6 @@ impl Drop for TestHost {
         drop(self.containerd.take());
         let _ = run("ip", &["link", "del", &self.bridge]);
         unmount_under(self.dir.path());
-    }
-}
-
-/// Removes every pod sandbox (and so every container) the runtime knows.
-async fn remove_all_pods(socket: &Path) -> Result<(), String> {
-    let mut cri = tug_cri::connect(socket).await.map_err(|error| error.to_string())?;
-    let pods = cri.runtime.list_pod_sandbox(ListPodSandboxRequest::default()).await.map_err(|s| s.to_string())?;
-    for pod in pods.into_inner().items {
-        let _ = cri.runtime.stop_pod_sandbox(StopPodSandboxRequest { pod_sandbox_id: pod.id.clone() }).await;
-        let _ = cri.runtime.remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: pod.id }).await;
-    }
-    Ok(())
-}
-
-/// The mount points under `dir` (deepest first), from /proc/self/mounts.
-fn mounts_under(dir: &Path) -> Vec<String> {
-    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
-    let prefix = format!("{}/", dir.display());
-    let mut points: Vec<String> = mounts
-        .lines()
-        .filter_map(|line| line.split_whitespace().nth(1))
-        .filter(|point| point.starts_with(&prefix))
-        .map(str::to_string)
-        .collect();
-    points.sort_by_key(|point| std::cmp::Reverse(point.len()));
-    points
-}
-
-/// Unmounts what a failed run left mounted in `dir` (netns files, rootfs), so it can be removed.
-fn unmount_under(dir: &Path) {
-    for point in mounts_under(dir) {
-        let _ = run("umount", &["-l", &point]);
     }
 }
 

@@ -2,10 +2,11 @@
 //! containerd (all but containerd in this process), with kube-rs and the real kubectl as
 //! clients. Needs root, as `scripts/test.sh` and CI run it.
 
-use std::path::{Path, PathBuf};
+mod support;
+
+use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures::{AsyncBufReadExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{Node, Pod};
@@ -13,153 +14,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Status;
 use kube::Client;
 use kube::api::{Api, AttachParams, LogParams, PostParams};
 use serde_json::json;
+use support::{Agent, Cluster, DEADLINE, Host};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
-use tug_agent::agent::{self, AgentError, AgentOptions};
-use tug_agent::containerd::{Layout, ManagedContainerd};
-use tug_apiserver::server::{RunningServer, ServerConfig};
-use tug_cri::v1::{ListPodSandboxRequest, RemovePodSandboxRequest, StopPodSandboxRequest};
+use tug_apiserver::server::RunningServer;
 use tug_testkit::eventually;
-
-const DEADLINE: Duration = Duration::from_secs(60);
-
-/// A server with the scheduler and the controllers, all in this process.
-struct Cluster {
-    dir: tempfile::TempDir,
-    server: RunningServer,
-    client: Client,
-    stop: watch::Sender<bool>,
-}
-
-async fn until(mut stopped: watch::Receiver<bool>) {
-    let _ = stopped.wait_for(|s| *s).await;
-}
-
-impl Cluster {
-    async fn start() -> Cluster {
-        let dir = tempfile::tempdir().expect("temporary directory");
-        let server = tug_apiserver::server::start(ServerConfig {
-            admission: tug_apiserver::Admission { default_toleration_seconds: 300 },
-            ..ServerConfig::local(dir.path())
-        })
-        .await
-        .expect("the server starts");
-        let client = Client::new(server.local_service(), "default");
-        let (stop, stopped) = watch::channel(false);
-        let scheduler = tug_scheduler::run(client.clone(), Default::default(), until(stopped.clone()));
-        tokio::spawn(async move { scheduler.await.expect("the scheduler runs") });
-        tokio::spawn(tug_controllers::run(client.clone(), Default::default(), until(stopped)));
-        Cluster { dir, server, client, stop }
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let _ = self.stop.send(true);
-    }
-}
-
-fn run(program: &str, args: &[&str]) -> std::process::Output {
-    Command::new(program).args(args).output().unwrap_or_else(|error| panic!("running {program}: {error}"))
-}
-
-/// Everything a test's agent made on the host (pods, bridge, mounts), removed on success,
-/// failure and panic alike.
-struct Host {
-    dir: tempfile::TempDir,
-    bridge: String,
-    /// Set once the test saw the runtime empty: nothing to sweep.
-    clean: bool,
-}
-
-impl Host {
-    /// A data dir holding the demo images, and a unique bridge and pod range.
-    fn new() -> (Host, AgentOptions) {
-        let suffix = tug_testkit::unique_suffix();
-        let dir = tempfile::Builder::new().prefix("tugt-").tempdir().expect("temp dir");
-        let images = Layout::new(dir.path()).images_dir();
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/demo-images");
-        let built = run(script.to_str().expect("utf-8 path"), &[images.to_str().expect("utf-8 path")]);
-        assert!(built.status.success(), "scripts/demo-images failed: {}", String::from_utf8_lossy(&built.stderr));
-        let bridge: String = format!("tugt{suffix}").chars().take(15).collect();
-        let octet = u8::from_str_radix(&suffix[suffix.len() - 2..], 16).expect("hex suffix");
-        let mut options = AgentOptions::new(format!("tugt-{suffix}"), dir.path());
-        options.pod_cidr = format!("10.214.{octet}.0/24");
-        options.cni_bridge = bridge.clone();
-        options.lease_interval = Duration::from_millis(500);
-        (Host { dir, bridge, clean: false }, options)
-    }
-
-    fn socket(&self) -> PathBuf {
-        Layout::new(self.dir.path()).socket()
-    }
-}
-
-impl Drop for Host {
-    fn drop(&mut self) {
-        if !self.clean {
-            // Over a runtime of its own: this may run while the test's runtime unwinds. The
-            // agent's containerd may be gone already; then one is started to remove the pods.
-            let (socket, dir) = (self.socket(), self.dir.path().to_path_buf());
-            let _ = std::thread::spawn(move || {
-                let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
-                runtime.block_on(async {
-                    if remove_all_pods(&socket).await.is_err()
-                        && let Ok(mut containerd) = ManagedContainerd::start(&dir).await
-                    {
-                        let _ = remove_all_pods(&socket).await;
-                        let _ = containerd.stop();
-                    }
-                });
-                Some(())
-            })
-            .join();
-        }
-        let _ = run("ip", &["link", "del", &self.bridge]);
-        unmount_under(self.dir.path());
-    }
-}
-
-async fn remove_all_pods(socket: &Path) -> Result<(), String> {
-    let mut cri = tug_cri::connect(socket).await.map_err(|error| error.to_string())?;
-    let pods = cri.runtime.list_pod_sandbox(ListPodSandboxRequest::default()).await.map_err(|s| s.to_string())?;
-    for pod in pods.into_inner().items {
-        let _ = cri.runtime.stop_pod_sandbox(StopPodSandboxRequest { pod_sandbox_id: pod.id.clone() }).await;
-        let _ = cri.runtime.remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: pod.id }).await;
-    }
-    Ok(())
-}
-
-fn unmount_under(dir: &Path) {
-    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
-    let prefix = format!("{}/", dir.display());
-    let mut points: Vec<&str> =
-        mounts.lines().filter_map(|line| line.split_whitespace().nth(1)).filter(|p| p.starts_with(&prefix)).collect();
-    points.sort_by_key(|point| std::cmp::Reverse(point.len()));
-    for point in points {
-        let _ = run("umount", &["-l", point]);
-    }
-}
-
-/// A running agent, stopped by [`Agent::stop`] (or with the test).
-struct Agent {
-    stop: watch::Sender<bool>,
-    task: JoinHandle<Result<(), AgentError>>,
-}
-
-impl Agent {
-    fn start(client: &Client, options: &AgentOptions) -> Agent {
-        let (stop, stopped) = watch::channel(false);
-        let task = tokio::spawn(agent::run(client.clone(), options.clone(), until(stopped)));
-        Agent { stop, task }
-    }
-
-    async fn stop(self) {
-        let _ = self.stop.send(true);
-        self.task.await.expect("the agent task").expect("the agent ran without error");
-    }
-}
 
 /// A kube-rs client over HTTPS (upgrades need a real connection), from the server's kubeconfig.
 async fn https_client(server: &RunningServer) -> Client {

@@ -5,174 +5,25 @@
 //! claim's data outlives its pod, and a deleted pod leaves nothing mounted. Containers report
 //! what they see by writing into a hostPath directory the test reads. Needs root.
 
+mod support;
+
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{ConfigMap, Node, PersistentVolume, PersistentVolumeClaim, Pod, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolume, PersistentVolumeClaim, Pod, Secret};
+use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
-use tug_agent::agent::{self, AgentError, AgentOptions};
-use tug_agent::containerd::{Layout, ManagedContainerd};
-use tug_apiserver::server::{RunningServer, ServerConfig};
-use tug_cri::v1::{ListPodSandboxRequest, RemovePodSandboxRequest, StopPodSandboxRequest};
+use support::{Agent, Cluster, DEADLINE, Host, mounts_under, node_ready};
+use tug_apiserver::server::ServerConfig;
+use tug_cri::v1::ListPodSandboxRequest;
 use tug_testkit::eventually;
 
-const DEADLINE: Duration = Duration::from_secs(60);
 const IMAGE: &str = "localhost/busybox:latest";
 
-/// A server with the scheduler and the controllers, all in this process.
-struct Cluster {
-    _dir: tempfile::TempDir,
-    _server: RunningServer,
-    client: Client,
-    stop: watch::Sender<bool>,
-}
-
-async fn until(mut stopped: watch::Receiver<bool>) {
-    let _ = stopped.wait_for(|s| *s).await;
-}
-
-impl Cluster {
-    async fn start() -> Cluster {
-        let dir = tempfile::tempdir().expect("temporary directory");
-        let server = tug_apiserver::server::start(ServerConfig::local(dir.path())).await.expect("the server starts");
-        let client = Client::new(server.local_service(), "default");
-        let (stop, stopped) = watch::channel(false);
-        let scheduler = tug_scheduler::run(client.clone(), Default::default(), until(stopped.clone()));
-        tokio::spawn(async move { scheduler.await.expect("the scheduler runs") });
-        tokio::spawn(tug_controllers::run(client.clone(), Default::default(), until(stopped)));
-        Cluster { _dir: dir, _server: server, client, stop }
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let _ = self.stop.send(true);
-    }
-}
-
-fn run(program: &str, args: &[&str]) -> std::process::Output {
-    Command::new(program).args(args).output().unwrap_or_else(|error| panic!("running {program}: {error}"))
-}
-
-/// Everything a test's agent made on the host (pods, bridge, mounts), removed on success,
-/// failure and panic alike.
-struct Host {
-    dir: tempfile::TempDir,
-    bridge: String,
-    clean: bool,
-}
-
-impl Host {
-    fn new() -> (Host, AgentOptions) {
-        let suffix = tug_testkit::unique_suffix();
-        let dir = tempfile::Builder::new().prefix("tugv-").tempdir().expect("temp dir");
-        let images = Layout::new(dir.path()).images_dir();
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/demo-images");
-        let built = run(script.to_str().expect("utf-8 path"), &[images.to_str().expect("utf-8 path")]);
-        assert!(built.status.success(), "scripts/demo-images failed: {}", String::from_utf8_lossy(&built.stderr));
-        let bridge: String = format!("tugv{suffix}").chars().take(15).collect();
-        let octet = u8::from_str_radix(&suffix[suffix.len() - 2..], 16).expect("hex suffix");
-        let mut options = AgentOptions::new(format!("tugv-{suffix}"), dir.path());
-        options.pod_cidr = format!("10.215.{octet}.0/24");
-        options.cni_bridge = bridge.clone();
-        options.lease_interval = Duration::from_millis(500);
-        (Host { dir, bridge, clean: false }, options)
-    }
-
-    fn socket(&self) -> PathBuf {
-        Layout::new(self.dir.path()).socket()
-    }
-
-    /// A directory of the host for a test's hostPath volumes.
-    fn out_dir(&self, name: &str) -> PathBuf {
-        self.dir.path().join("host").join(name)
-    }
-}
-
-impl Drop for Host {
-    fn drop(&mut self) {
-        if !self.clean {
-            let (socket, dir) = (self.socket(), self.dir.path().to_path_buf());
-            let _ = std::thread::spawn(move || {
-                let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
-                runtime.block_on(async {
-                    if remove_all_pods(&socket).await.is_err()
-                        && let Ok(mut containerd) = ManagedContainerd::start(&dir).await
-                    {
-                        let _ = remove_all_pods(&socket).await;
-                        let _ = containerd.stop();
-                    }
-                });
-                Some(())
-            })
-            .join();
-        }
-        let _ = run("ip", &["link", "del", &self.bridge]);
-        for point in mounts_under(self.dir.path()) {
-            let _ = run("umount", &["-l", &point]);
-        }
-    }
-}
-
-async fn remove_all_pods(socket: &Path) -> Result<(), String> {
-    let mut cri = tug_cri::connect(socket).await.map_err(|error| error.to_string())?;
-    let pods = cri.runtime.list_pod_sandbox(ListPodSandboxRequest::default()).await.map_err(|s| s.to_string())?;
-    for pod in pods.into_inner().items {
-        let _ = cri.runtime.stop_pod_sandbox(StopPodSandboxRequest { pod_sandbox_id: pod.id.clone() }).await;
-        let _ = cri.runtime.remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: pod.id }).await;
-    }
-    Ok(())
-}
-
-/// The mount points under `dir` (deepest first), from `/proc/self/mountinfo`.
-fn mounts_under(dir: &Path) -> Vec<String> {
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let prefix = format!("{}/", dir.display());
-    let mut points: Vec<String> = mountinfo
-        .lines()
-        .filter_map(|line| line.split(' ').nth(4))
-        .filter(|p| p.starts_with(&prefix))
-        .map(str::to_string)
-        .collect();
-    points.sort_by_key(|point| std::cmp::Reverse(point.len()));
-    points
-}
-
-struct Agent {
-    stop: watch::Sender<bool>,
-    task: JoinHandle<Result<(), AgentError>>,
-}
-
-impl Agent {
-    fn start(client: &Client, options: &AgentOptions) -> Agent {
-        let (stop, stopped) = watch::channel(false);
-        let task = tokio::spawn(agent::run(client.clone(), options.clone(), until(stopped)));
-        Agent { stop, task }
-    }
-
-    async fn stop(self) {
-        let _ = self.stop.send(true);
-        self.task.await.expect("the agent task").expect("the agent ran without error");
-    }
-}
-
-async fn node_ready(client: &Client, name: &str) {
-    let nodes: Api<Node> = Api::all(client.clone());
-    eventually("the node to be Ready", DEADLINE, || async {
-        let node = nodes.get(name).await.map_err(|e| e.to_string())?;
-        let ready = node
-            .status
-            .as_ref()
-            .and_then(|s| s.conditions.as_ref())
-            .is_some_and(|conditions| conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
-        if ready { Ok(()) } else { Err(format!("{:?}", node.status)) }
-    })
-    .await;
+/// A directory of the host for a test's hostPath volumes.
+fn out_dir(host: &Host, name: &str) -> PathBuf {
+    host.data_dir().join("host").join(name)
 }
 
 fn object<T: k8s_openapi::serde::de::DeserializeOwned>(value: Value) -> T {
@@ -271,8 +122,8 @@ done
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn file_volumes_reach_containers_follow_config_map_changes_and_leave_nothing_mounted() {
-    let cluster = Cluster::start().await;
-    let (mut host, options) = Host::new();
+    let cluster = Cluster::start_with(ServerConfig::local).await;
+    let (mut host, options) = Host::named("tugv", 215);
     let agent = Agent::start(&cluster.client, &options);
     node_ready(&cluster.client, &options.node_name).await;
     let config_maps: Api<ConfigMap> = Api::namespaced(cluster.client.clone(), "default");
@@ -283,7 +134,7 @@ async fn file_volumes_reach_containers_follow_config_map_changes_and_leave_nothi
     let creds = object(json!({"metadata": {"name": "creds"}, "stringData": {"password": "hunter2"}}));
     secrets.create(&PostParams::default(), &creds).await.expect("Secret created");
 
-    let out = host.out_dir("files");
+    let out = out_dir(&host, "files");
     let volumes = json!([
         {"name": "config", "configMap": {"name": "settings"}},
         {"name": "secret", "secret": {"secretName": "creds", "defaultMode": 0o400}},
@@ -356,8 +207,8 @@ async fn file_volumes_reach_containers_follow_config_map_changes_and_leave_nothi
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pods_whose_volumes_cannot_be_set_up_wait_saying_why_and_start_once_they_can() {
-    let cluster = Cluster::start().await;
-    let (mut host, options) = Host::new();
+    let cluster = Cluster::start_with(ServerConfig::local).await;
+    let (mut host, options) = Host::named("tugv", 215);
     let agent = Agent::start(&cluster.client, &options);
     node_ready(&cluster.client, &options.node_name).await;
     let config_maps: Api<ConfigMap> = Api::namespaced(cluster.client.clone(), "default");
@@ -369,7 +220,7 @@ async fn pods_whose_volumes_cannot_be_set_up_wait_saying_why_and_start_once_they
     pods.create(&PostParams::default(), &pod("late", json!({}), volumes, sleeper(mounts), "Always"))
         .await
         .expect("created");
-    let missing_file = host.out_dir("no-such-file");
+    let missing_file = out_dir(&host, "no-such-file");
     let volumes = json!([{"name": "socket", "hostPath": {"path": missing_file, "type": "File"}}]);
     let mounts = json!([{"name": "socket", "mountPath": "/x"}]);
     pods.create(&PostParams::default(), &pod("badhost", json!({}), volumes, sleeper(mounts), "Always"))
@@ -397,14 +248,14 @@ async fn pods_whose_volumes_cannot_be_set_up_wait_saying_why_and_start_once_they
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_claims_data_outlives_its_pod() {
-    let cluster = Cluster::start().await;
-    let (mut host, options) = Host::new();
+    let cluster = Cluster::start_with(ServerConfig::local).await;
+    let (mut host, options) = Host::named("tugv", 215);
     let agent = Agent::start(&cluster.client, &options);
     node_ready(&cluster.client, &options.node_name).await;
     let volumes_api: Api<PersistentVolume> = Api::all(cluster.client.clone());
     let claims: Api<PersistentVolumeClaim> = Api::namespaced(cluster.client.clone(), "default");
     let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), "default");
-    let pv_dir = host.out_dir("pv");
+    let pv_dir = out_dir(&host, "pv");
     let pv_name = format!("pv-{}", tug_testkit::unique_suffix());
     let volume = object(json!({
         "metadata": {"name": pv_name},
