@@ -200,7 +200,7 @@ pub async fn run(args: ContainersArgs) -> Result<String, String> {
     let _ = scheduler.await;
     let _ = controllers.await;
     server.stop().await;
-    unmount_under(&agent_dir);
+    crate::unmount_under(&agent_dir);
     let _ = Command::new("ip").args(["link", "del", "tugbench0"]).output();
     let mut figures = result?;
     if let Some(swarm_s) = swarm {
@@ -209,17 +209,6 @@ pub async fn run(args: ContainersArgs) -> Result<String, String> {
         figures["ratio_vs_swarm"] = json!(round2(ours / swarm_s.max(f64::EPSILON)));
     }
     Ok(figures.to_string())
-}
-
-fn unmount_under(dir: &Path) {
-    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
-    let prefix = format!("{}/", dir.display());
-    let mut points: Vec<&str> =
-        mounts.lines().filter_map(|line| line.split_whitespace().nth(1)).filter(|p| p.starts_with(&prefix)).collect();
-    points.sort_by_key(|point| std::cmp::Reverse(point.len()));
-    for point in points {
-        let _ = Command::new("umount").args(["-l", point]).output();
-    }
 }
 
 async fn phases(client: &kube::Client, args: &ContainersArgs, agent_pid: u32) -> Result<serde_json::Value, String> {

@@ -78,3 +78,16 @@ pub(crate) fn round2(x: f64) -> f64 {
 pub(crate) fn ctx<E: std::fmt::Display>(what: &'static str) -> impl Fn(E) -> String {
     move |e| format!("{what}: {e}")
 }
+
+/// Unmounts (lazily, deepest first) whatever is mounted under `dir`: what containerd or dockerd
+/// left of their containers when a benchmark ends.
+pub(crate) fn unmount_under(dir: &std::path::Path) {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    let prefix = format!("{}/", dir.display());
+    let mut points: Vec<&str> =
+        mounts.lines().filter_map(|line| line.split_whitespace().nth(1)).filter(|p| p.starts_with(&prefix)).collect();
+    points.sort_by_key(|point| std::cmp::Reverse(point.len()));
+    for point in points {
+        let _ = std::process::Command::new("umount").args(["-l", point]).output();
+    }
+}
