@@ -19,6 +19,18 @@ ensure_packages() {
 }
 
 # Rust comes from rustup (Debian 12's rustc is too old for this workspace).
+# A fresh build and test run needs about this many GB in target/; say so plainly instead of letting
+# the linker die of a full disk.
+warn_if_low_disk() {
+  local need_gb=$1 free_gb
+  mkdir -p target
+  free_gb=$(df -Pk target | awk 'NR==2 {print int($4 / 1048576)}')
+  if [ "$free_gb" -lt "$need_gb" ]; then
+    echo "warning: only ${free_gb} GB free under $(pwd)/target; a full build and test run needs about ${need_gb} GB." >&2
+    echo "         If the linker fails with 'Bus error', free disk space (e.g. cargo clean) and run again." >&2
+  fi
+}
+
 ensure_rust() {
   [ -f "$HOME/.cargo/env" ] && . "$HOME/.cargo/env"
   if ! command -v cargo >/dev/null 2>&1; then

@@ -12,6 +12,11 @@ ensure_rust
 ensure_kubectl
 ensure_python_kubernetes
 
+# A test run is one-shot: incremental caches would only double the size of target/ (a full disk
+# once killed the linker with a bare "Bus error").
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+warn_if_low_disk 20
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
