@@ -1,7 +1,9 @@
 //! Docker swarm as the yardstick for `containers --vs-swarm`: a dockerd of the benchmark's own
 //! (own socket, data and exec roots), the demo image loaded into it with skopeo, a one-node
 //! swarm, and the time `docker service create` takes to converge on the replica count (it
-//! returns once every task runs). Everything is torn down afterwards.
+//! returns once every task runs). dockerd runs in a network namespace of its own, so its
+//! bridges and iptables chains never touch the host's (or Tugboat's pod network), and
+//! everything is torn down afterwards.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -9,11 +11,13 @@ use std::time::{Duration, Instant};
 
 use crate::ctx;
 
-/// A dockerd child; stopped (SIGTERM, then SIGKILL) and its mounts released when dropped.
+/// A dockerd child in its own network namespace; stopped (SIGTERM, then SIGKILL), its mounts
+/// released and its namespace deleted when dropped.
 struct Dockerd {
     child: Child,
     root: PathBuf,
     host: String,
+    netns: String,
 }
 
 impl Dockerd {
@@ -21,7 +25,12 @@ impl Dockerd {
         let socket = root.join("docker.sock");
         let host = format!("unix://{}", socket.display());
         let log = std::fs::File::create(root.join("dockerd.log")).map_err(ctx("dockerd's log"))?;
-        let child = Command::new("dockerd")
+        let netns = format!("tugbench-swarm-{}", std::process::id());
+        run_ok(Command::new("ip").args(["netns", "add", &netns]))?;
+        run_ok(Command::new("ip").args(["netns", "exec", &netns, "ip", "link", "set", "lo", "up"]))?;
+        // `ip netns exec` execs dockerd, so the child's pid is dockerd's.
+        let child = Command::new("ip")
+            .args(["netns", "exec", &netns, "dockerd"])
             .arg("--data-root")
             .arg(root.join("data"))
             .arg("--exec-root")
@@ -34,7 +43,7 @@ impl Dockerd {
             .stderr(log)
             .spawn()
             .map_err(|e| format!("starting dockerd ({e}); install Debian's docker.io for --vs-swarm"))?;
-        let dockerd = Dockerd { child, root: root.to_path_buf(), host };
+        let dockerd = Dockerd { child, root: root.to_path_buf(), host, netns };
         let deadline = Instant::now() + Duration::from_secs(60);
         while !dockerd.docker(&["info"]).is_ok_and(|o| o.status.success()) {
             if Instant::now() > deadline {
@@ -72,6 +81,17 @@ impl Drop for Dockerd {
         let _ = self.child.kill();
         let _ = self.child.wait();
         crate::unmount_under(&self.root);
+        let _ = Command::new("ip").args(["netns", "del", &self.netns]).output();
+    }
+}
+
+/// Runs a setup command; its stderr is the error.
+fn run_ok(command: &mut Command) -> Result<(), String> {
+    let out = command.output().map_err(|e| format!("running {command:?}: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!("{command:?}: {}", String::from_utf8_lossy(&out.stderr).trim()))
     }
 }
 
