@@ -34,20 +34,38 @@ struct Registry {
     _dir: tempfile::TempDir,
 }
 
+/// The one account of [`Registry::start_private`]: bcrypt of [`PRIVATE_PASSWORD`], as
+/// `htpasswd -B` writes it (a fixture: the registry only reads it).
+const PRIVATE_USER: &str = "tug";
+const PRIVATE_PASSWORD: &str = "pull-secret-pw";
+const PRIVATE_HTPASSWD: &str = "tug:$2a$10$iCqkg1jdd1e6aZklXHzQQ.aQyJ3DSalKdzg5iSE05DQn0KMdgYYoS\n";
+
 impl Registry {
+    /// An open registry: anyone may pull.
     fn start() -> Registry {
+        Registry::start_with(false)
+    }
+
+    /// A registry that answers 401 unless given [`PRIVATE_USER`]'s password (HTTP basic auth).
+    fn start_private() -> Registry {
+        Registry::start_with(true)
+    }
+
+    fn start_with(private: bool) -> Registry {
         let dir = tempfile::tempdir().expect("temp dir");
         let port = free_port();
         let config = dir.path().join("config.yml");
         let storage = dir.path().join("storage");
-        std::fs::write(
-            &config,
-            format!(
-                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
-                storage.display()
-            ),
-        )
-        .expect("registry config");
+        let mut text = format!(
+            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+            storage.display()
+        );
+        if private {
+            let htpasswd = dir.path().join("htpasswd");
+            std::fs::write(&htpasswd, PRIVATE_HTPASSWD).expect("htpasswd");
+            text.push_str(&format!("auth:\n  htpasswd:\n    realm: tugboat-test\n    path: {}\n", htpasswd.display()));
+        }
+        std::fs::write(&config, text).expect("registry config");
         let log = std::fs::File::create(dir.path().join("registry.log")).expect("registry log");
         let child = Command::new("docker-registry")
             .arg("serve")
@@ -66,13 +84,23 @@ impl Registry {
         demo_images(&images);
         let source = format!("oci-archive:{}:localhost/busybox:1.35", images.join("busybox.tar").display());
         let destination = format!("docker://{}", registry.image());
-        let copied = run("skopeo", &["copy", "--quiet", "--dest-tls-verify=false", &source, &destination]);
+        let credentials = format!("{PRIVATE_USER}:{PRIVATE_PASSWORD}");
+        let mut copy = vec!["copy", "--quiet", "--dest-tls-verify=false"];
+        if private {
+            copy.extend(["--dest-creds", &credentials]);
+        }
+        copy.extend([source.as_str(), destination.as_str()]);
+        let copied = run("skopeo", &copy);
         assert!(copied.status.success(), "skopeo copy: {}", String::from_utf8_lossy(&copied.stderr));
         registry
     }
 
     fn image(&self) -> String {
-        format!("127.0.0.1:{}/demo/busybox:1.35", self.port)
+        format!("{}/demo/busybox:1.35", self.server())
+    }
+
+    fn server(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
     }
 }
 
@@ -499,4 +527,59 @@ fn line_number(line: &str) -> u64 {
         .strip_prefix("line ")
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("not a numbered line: {line:?}"))
+}
+
+#[test]
+fn a_private_registry_is_pulled_from_with_the_pods_pull_secret() {
+    let registry = Registry::start_private();
+    let cluster = Cluster::start();
+    let pod = |name: &str, secrets: Value| {
+        serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": name},
+            "spec": {
+                "terminationGracePeriodSeconds": 1,
+                "imagePullSecrets": secrets,
+                "containers": [{"name": "web", "image": registry.image(), "command": ["httpd", "-f", "-p", "8080"]}],
+            },
+        })
+    };
+
+    // Without credentials the registry refuses, and the pod says so in the kubelet's words.
+    cluster.apply(&pod("anonymous", serde_json::json!([])));
+    let refused = wait_for("the pull to be refused", DEADLINE, || {
+        let pod = cluster.json(&["get", "pod", "anonymous"]);
+        let waiting = &container_status(&pod, 0)["state"]["waiting"];
+        match waiting["reason"].as_str() {
+            Some("ErrImagePull" | "ImagePullBackOff") => {
+                Ok(waiting["message"].as_str().unwrap_or_default().to_string())
+            }
+            _ => Err(summary(std::slice::from_ref(&pod))),
+        }
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(refused.contains(&registry.image()), "the message names the image: {refused}");
+    assert!(
+        ["401", "nauthorized", "authorization"].iter().any(|word| refused.contains(word)),
+        "the message says why: {refused}"
+    );
+
+    // A docker-registry Secret named in imagePullSecrets is the registry login.
+    let server = registry.server();
+    cluster.ok(&[
+        "create",
+        "secret",
+        "docker-registry",
+        "registry-login",
+        &format!("--docker-server={server}"),
+        &format!("--docker-username={PRIVATE_USER}"),
+        &format!("--docker-password={PRIVATE_PASSWORD}"),
+    ]);
+    cluster.apply(&pod("authenticated", serde_json::json!([{"name": "registry-login"}])));
+    wait_for("the authenticated pod to run", DEADLINE, || {
+        let pod = cluster.json(&["get", "pod", "authenticated"]);
+        if is_ready(&pod) { Ok(()) } else { Err(summary(std::slice::from_ref(&pod))) }
+    })
+    .unwrap_or_else(|e| panic!("{e}\n--- server log\n{}", cluster.log_tail()));
 }

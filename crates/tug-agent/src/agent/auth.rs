@@ -102,7 +102,10 @@ pub fn pull_credentials<'a>(image: &str, secrets: impl IntoIterator<Item = &'a S
                     password: text(&entry, "password"),
                     // "user:password" in base64; the runtime decodes it.
                     auth: text(&entry, "auth"),
-                    server_address: key_host.clone(),
+                    // Left empty: the entry is already matched to the image's registry here, and
+                    // containerd reads a set address as a URL whose host must equal the pull's,
+                    // so `host:port` (no scheme) fails to parse and a bare `host` never matches.
+                    server_address: String::new(),
                     identity_token: text(&entry, "identitytoken"),
                     registry_token: text(&entry, "registrytoken"),
                 };
@@ -172,6 +175,6 @@ mod tests {
         assert_eq!(users("r.corp.example/app"), [user("glob")]);
         assert_eq!(users("a.b.corp.example/app"), Vec::<(String, String)>::new(), "a glob is one label");
         assert_eq!(users("quay.io/org/app"), [user("quay")]);
-        assert_eq!(pull_credentials("quay.io/org/app", &secrets)[0].server_address, "quay.io");
+        assert_eq!(pull_credentials("quay.io/org/app", &secrets)[0].server_address, "", "containerd must not re-match");
     }
 }
