@@ -3,19 +3,35 @@
 //! share anything, and nothing depends on a system-wide containerd.
 //!
 //! [`ManagedContainerd::start`] writes the config ([`render_config`], pure), spawns
-//! `containerd --config`, waits until its CRI answers, imports the OCI archives found in
-//! `DATA_DIR/images/` (no registry may be reachable: the pause image comes from there) and
-//! waits until the CRI lists them. [`ManagedContainerd::stop`] (also run on drop) sends SIGTERM
-//! and escalates to SIGKILL after a grace period. Containers' shims outlive containerd by design:
-//! remove pods before stopping it.
+//! `containerd --config`, records its pid in `DATA_DIR/containerd.pid` ([`Layout::pid_file`]),
+//! waits until its CRI answers, imports the OCI archives found in `DATA_DIR/images/` (no
+//! registry may be reachable: the pause image comes from there) and waits until the CRI lists
+//! them. [`ManagedContainerd::stop`] (also run on drop) sends SIGTERM and escalates to SIGKILL
+//! after a grace period. Containers' shims outlive containerd by design: remove pods before
+//! stopping it.
+//!
+//! [`ManagedContainerd::supervise`] keeps it alive: a [`Supervisor`] task awaits the process's
+//! exit (no polling). An exit it did not ask for is logged with the exit status and the log's
+//! tail, the log is kept as `containerd.log.1`, and containerd is started again with the same
+//! config after a back-off ([`restart_delay`]: 1 s doubling to 30 s, reset once a containerd
+//! stayed up [`STABLE_AFTER`]), waiting for its CRI as the first start does. The images are not
+//! imported again: the content store under the root dir survives, and the restarted CRI must
+//! list the sandbox image before it counts as ready. Containers survive too (their shims keep
+//! running) and the new containerd re-attaches to them, so nothing is re-created. Clients over
+//! `tug_cri::connect` reconnect by themselves (tonic redials after a lost connection; calls fail
+//! until the socket serves again). [`Supervisor::status`] tells whether containerd serves and
+//! how often it was restarted; [`Supervisor::stop`] stops it for good.
 
 use std::fmt::Write as _;
 use std::fs;
 use std::io;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
+
+use tokio::process::Child;
+use tokio::sync::{oneshot, watch};
 
 /// The pod sandbox image `scripts/demo-images` builds (busybox sleeping until signalled).
 pub const SANDBOX_IMAGE: &str = "localhost/pause:latest";
@@ -35,6 +51,13 @@ const POLL_INTERVAL: Duration = Duration::from_millis(10);
 const MAX_SOCKET_PATH: usize = 107 - ".ttrpc".len();
 /// Lines of containerd's log quoted in errors, so a failure explains itself.
 const LOG_TAIL_LINES: usize = 20;
+/// The wait before the first restart after containerd died; it doubles with each further
+/// failure in a row.
+const FIRST_RESTART_DELAY: Duration = Duration::from_secs(1);
+/// The longest wait between restarts.
+const MAX_RESTART_DELAY: Duration = Duration::from_secs(30);
+/// A containerd that ran this long before dying is not crash-looping: the back-off starts over.
+pub const STABLE_AFTER: Duration = Duration::from_secs(60);
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -104,6 +127,15 @@ impl Layout {
     }
     pub fn log_file(&self) -> PathBuf {
         self.data_dir.join("containerd.log")
+    }
+    /// The log of the containerd before the last restart.
+    pub fn previous_log_file(&self) -> PathBuf {
+        self.data_dir.join("containerd.log.1")
+    }
+    /// The running containerd's pid (decimal, newline), written at each start, removed at stop:
+    /// containerd writes no pid file of its own.
+    pub fn pid_file(&self) -> PathBuf {
+        self.data_dir.join("containerd.pid")
     }
     /// OCI archives imported at start: the sandbox image at least.
     pub fn images_dir(&self) -> PathBuf {
@@ -278,6 +310,14 @@ fn io_error(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> Erro
     move |source| Error::Io { action, path, source }
 }
 
+/// Whether a start imports the image archives: the first does; a restart finds the images in
+/// the content store, which survives containerd.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Images {
+    Import,
+    Keep,
+}
+
 /// A containerd child process, stopped on [`ManagedContainerd::stop`] or drop.
 #[derive(Debug)]
 pub struct ManagedContainerd {
@@ -294,6 +334,10 @@ impl ManagedContainerd {
 
     /// As [`ManagedContainerd::start`], with an explicit config.
     pub async fn start_with(config: ContainerdConfig) -> Result<ManagedContainerd, Error> {
+        ManagedContainerd::launch(config, Images::Import).await
+    }
+
+    async fn launch(config: ContainerdConfig, images: Images) -> Result<ManagedContainerd, Error> {
         let layout = config.layout.clone();
         let socket = layout.socket();
         let socket_len = socket.as_os_str().len();
@@ -318,7 +362,7 @@ impl ManagedContainerd {
         let log_file = layout.log_file();
         let log = fs::File::create(&log_file).map_err(io_error("creating", &log_file))?;
         let log_err = log.try_clone().map_err(io_error("opening", &log_file))?;
-        let child = Command::new(&program)
+        let child = tokio::process::Command::new(&program)
             .arg("--config")
             .arg(&config_file)
             // The runc shim is found through PATH.
@@ -329,16 +373,20 @@ impl ManagedContainerd {
             .spawn()
             .map_err(io_error("spawning", &program))?;
         let mut managed = ManagedContainerd { child: Some(child), config };
+        managed.write_pid_file()?;
 
         let spawned = Instant::now();
         let deadline = spawned + READY_TIMEOUT;
         managed.wait_for_socket(deadline).await?;
         let serving = spawned.elapsed();
-        managed.import_images(&path).await?;
+        if images == Images::Import {
+            managed.import_images(&path).await?;
+        }
         let imported = spawned.elapsed();
         managed.wait_for_cri(deadline).await?;
         tracing::info!(
             socket = %managed.socket().display(),
+            pid = managed.pid(),
             serving_ms = serving.as_millis(),
             imported_ms = imported.as_millis(),
             ready_ms = spawned.elapsed().as_millis(),
@@ -360,9 +408,20 @@ impl ManagedContainerd {
         self.config.layout.socket()
     }
 
-    /// The process id, while it runs.
+    /// The process id, while it runs (also in [`Layout::pid_file`]).
     pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
+        self.child.as_ref().and_then(Child::id)
+    }
+
+    fn write_pid_file(&self) -> Result<(), Error> {
+        let file = self.config.layout.pid_file();
+        let text = self.pid().map(|pid| format!("{pid}\n")).unwrap_or_default();
+        fs::write(&file, text).map_err(io_error("writing", &file))
+    }
+
+    fn remove_pid_file(&self) {
+        // Absent already is fine: the file only helps people and tests find the process.
+        let _ = fs::remove_file(self.config.layout.pid_file());
     }
 
     /// An error for "not ready by the deadline" or "exited", with the log's tail.
@@ -448,26 +507,55 @@ impl ManagedContainerd {
     /// Stopping a stopped containerd does nothing.
     pub fn stop(&mut self) -> Result<(), Error> {
         let Some(mut child) = self.child.take() else { return Ok(()) };
-        if child.try_wait().map_err(io_error("checking", &self.config.layout.data_dir))?.is_some() {
+        self.remove_pid_file();
+        let data_dir = &self.config.layout.data_dir;
+        if child.try_wait().map_err(io_error("checking", data_dir))?.is_some() {
             return Ok(());
         }
-        // std offers only SIGKILL; `kill` sends SIGTERM without unsafe code.
-        let terminated = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|status| status.success());
-        let deadline = Instant::now() + STOP_GRACE;
-        while terminated && Instant::now() < deadline {
-            if child.try_wait().map_err(io_error("waiting for containerd", &self.config.layout.data_dir))?.is_some() {
-                return Ok(());
-            }
-            std::thread::sleep(POLL_INTERVAL);
+        let terminated = child.id().is_some_and(|pid| sigterm(pid).status().is_ok_and(|status| status.success()));
+        if terminated && exits_by(&mut child, Instant::now() + STOP_GRACE).map_err(io_error("waiting for", data_dir))? {
+            return Ok(());
         }
-        // Killing a process that exited just now fails harmlessly; wait reaps it either way.
-        let _ = child.kill();
-        child.wait().map_err(io_error("waiting for containerd", &self.config.layout.data_dir))?;
+        // Killing a process that exited just now fails harmlessly; the wait reaps it either way.
+        let _ = child.start_kill();
+        exits_by(&mut child, Instant::now() + STOP_GRACE).map_err(io_error("waiting for", data_dir))?;
         Ok(())
+    }
+
+    /// As [`ManagedContainerd::stop`], awaiting the exit instead of blocking the thread.
+    pub async fn shutdown(&mut self) -> Result<(), Error> {
+        let Some(mut child) = self.child.take() else { return Ok(()) };
+        self.remove_pid_file();
+        let data_dir = &self.config.layout.data_dir;
+        if child.try_wait().map_err(io_error("checking", data_dir))?.is_some() {
+            return Ok(());
+        }
+        if let Some(pid) = child.id() {
+            let terminated = tokio::process::Command::from(sigterm(pid)).status().await;
+            if terminated.is_ok_and(|status| status.success())
+                && let Ok(exit) = tokio::time::timeout(STOP_GRACE, child.wait()).await
+            {
+                return exit.map(drop).map_err(io_error("waiting for", data_dir));
+            }
+        }
+        child.kill().await.map_err(io_error("killing", data_dir))
+    }
+
+    /// Resolves when containerd exits, with how it ended (cancel-safe).
+    async fn exited(&mut self) -> io::Result<ExitStatus> {
+        match self.child.as_mut() {
+            Some(child) => child.wait().await,
+            None => Err(io::Error::other("containerd is not running")),
+        }
+    }
+
+    /// Hands containerd to a task that starts it again whenever it dies, until
+    /// [`Supervisor::stop`] (see the module docs).
+    pub fn supervise(self) -> Supervisor {
+        let (report, status) = watch::channel(RuntimeStatus { pid: self.pid(), ..RuntimeStatus::default() });
+        let (stop, stopped) = oneshot::channel();
+        let task = tokio::spawn(keep_running(self, report, stopped));
+        Supervisor { status, stop, task }
     }
 }
 
@@ -476,6 +564,156 @@ impl Drop for ManagedContainerd {
         if let Err(error) = self.stop() {
             tracing::warn!(%error, "stopping containerd");
         }
+    }
+}
+
+/// `kill -TERM pid`: std offers only SIGKILL, and `kill` sends SIGTERM without unsafe code.
+fn sigterm(pid: u32) -> Command {
+    let mut command = Command::new("kill");
+    command.args(["-TERM", &pid.to_string()]).stderr(Stdio::null());
+    command
+}
+
+/// Whether `child` exits by `deadline` (for the synchronous stop, which cannot await).
+fn exits_by(child: &mut Child, deadline: Instant) -> io::Result<bool> {
+    loop {
+        if child.try_wait()?.is_some() {
+            return Ok(true);
+        }
+        if Instant::now() >= deadline {
+            return Ok(false);
+        }
+        std::thread::sleep(POLL_INTERVAL);
+    }
+}
+
+/// The wait before the restart that follows `failures` quick deaths or failed starts in a row:
+/// 1 s, doubling, at most 30 s.
+pub fn restart_delay(failures: u32) -> Duration {
+    let factor = 1u32.checked_shl(failures).unwrap_or(u32::MAX);
+    FIRST_RESTART_DELAY.saturating_mul(factor).min(MAX_RESTART_DELAY)
+}
+
+/// The failures in a row counted once a containerd that ran for `ran_for` died: one that
+/// stayed up [`STABLE_AFTER`] was healthy, so the back-off starts over.
+pub fn failures_after_exit(failures: u32, ran_for: Duration) -> u32 {
+    if ran_for >= STABLE_AFTER { 0 } else { failures }
+}
+
+/// What a [`Supervisor`] knows of its containerd.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RuntimeStatus {
+    /// The serving containerd's pid; `None` while it is down or starting again.
+    pub pid: Option<u32>,
+    /// How many times containerd was started again after dying.
+    pub restarts: u32,
+    /// How the last containerd that died ended, e.g. `signal: 9 (SIGKILL)`.
+    pub last_exit: Option<String>,
+}
+
+/// The task keeping a managed containerd running (see [`ManagedContainerd::supervise`]).
+#[derive(Debug)]
+pub struct Supervisor {
+    status: watch::Receiver<RuntimeStatus>,
+    stop: oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Supervisor {
+    /// The containerd's status, updated when it dies and when it serves again.
+    pub fn status(&self) -> watch::Receiver<RuntimeStatus> {
+        self.status.clone()
+    }
+
+    /// Stops containerd for good (SIGTERM, SIGKILL after the grace period): no restart.
+    /// Dropping the supervisor does the same, in the background.
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        if let Err(error) = self.task.await {
+            tracing::warn!(%error, "the containerd supervisor failed");
+        }
+    }
+}
+
+/// Awaits containerd's exit and starts it again, until told to stop.
+async fn keep_running(
+    mut containerd: ManagedContainerd,
+    report: watch::Sender<RuntimeStatus>,
+    mut stop: oneshot::Receiver<()>,
+) {
+    let mut failures = 0;
+    loop {
+        let up_since = Instant::now();
+        let exit = tokio::select! {
+            exit = containerd.exited() => exit,
+            _ = &mut stop => {
+                if let Err(error) = containerd.shutdown().await {
+                    tracing::warn!(%error, "stopping containerd");
+                }
+                return;
+            }
+        };
+        report.send_modify(|status| status.pid = None);
+        let ran_for = up_since.elapsed();
+        let how = match exit {
+            Ok(status) => status.to_string(),
+            Err(error) => format!("unknown exit ({error})"),
+        };
+        let layout = containerd.layout().clone();
+        tracing::error!(
+            "containerd exited unexpectedly ({how}) after running {} s; last lines of {}:\n{}",
+            ran_for.as_secs(),
+            layout.log_file().display(),
+            tail_of(&layout.log_file(), LOG_TAIL_LINES)
+        );
+        let config = containerd.config().clone();
+        // Reaped already: dropping only forgets it (and its pid file).
+        drop(containerd);
+        keep_previous_log(&layout);
+        failures = failures_after_exit(failures, ran_for);
+        let Some(restarted) = restart(&config, &mut failures, &mut stop).await else { return };
+        containerd = restarted;
+        let pid = containerd.pid();
+        report.send_modify(|status| {
+            status.pid = pid;
+            status.restarts += 1;
+            status.last_exit = Some(how);
+        });
+    }
+}
+
+/// Starts containerd again after the back-off, as often as it takes; `None` when told to stop
+/// meanwhile.
+async fn restart(
+    config: &ContainerdConfig,
+    failures: &mut u32,
+    stop: &mut oneshot::Receiver<()>,
+) -> Option<ManagedContainerd> {
+    loop {
+        let delay = restart_delay(*failures);
+        *failures = failures.saturating_add(1);
+        tracing::warn!(delay_ms = delay.as_millis(), attempt = *failures, "restarting containerd");
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            _ = &mut *stop => return None,
+        }
+        // Told to stop while starting: dropping the start stops the half-started containerd.
+        let started = tokio::select! {
+            started = ManagedContainerd::launch(config.clone(), Images::Keep) => started,
+            _ = &mut *stop => return None,
+        };
+        match started {
+            Ok(containerd) => return Some(containerd),
+            Err(error) => tracing::error!(%error, "containerd did not start again"),
+        }
+    }
+}
+
+/// Keeps the log of a containerd that died as `containerd.log.1`: the next start truncates
+/// `containerd.log`.
+fn keep_previous_log(layout: &Layout) {
+    if let Err(error) = fs::rename(layout.log_file(), layout.previous_log_file()) {
+        tracing::warn!(%error, "keeping containerd's log");
     }
 }
 
@@ -584,6 +822,28 @@ mod tests {
         assert!(matches!(error, Error::SocketPathTooLong { .. }), "{error}");
         assert!(error.to_string().contains("use a shorter data dir"), "{error}");
         assert!(!Path::new(&deep).exists(), "nothing may be created");
+    }
+
+    #[test]
+    fn restarts_back_off_from_one_second_doubling_to_thirty() {
+        let cases = [(0, 1), (1, 2), (2, 4), (3, 8), (4, 16), (5, 30), (6, 30), (31, 30), (32, 30), (u32::MAX, 30)];
+        for (failures, seconds) in cases {
+            assert_eq!(restart_delay(failures), Duration::from_secs(seconds), "after {failures} failures");
+        }
+    }
+
+    #[test]
+    fn the_back_off_starts_over_once_containerd_stayed_up_a_while() {
+        let cases = [
+            (3, Duration::from_secs(5), 3),
+            (3, STABLE_AFTER - Duration::from_millis(1), 3),
+            (3, STABLE_AFTER, 0),
+            (7, Duration::from_secs(3600), 0),
+            (0, Duration::ZERO, 0),
+        ];
+        for (failures, ran_for, expected) in cases {
+            assert_eq!(failures_after_exit(failures, ran_for), expected, "{failures} failures, ran {ran_for:?}");
+        }
     }
 
     #[test]

@@ -12,11 +12,10 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolume, PersistentVolumeClaim, Pod, Secret};
 use kube::ResourceExt;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
-use support::{Agent, Cluster, DEADLINE, Host, mounts_under, node_ready};
+use support::{Agent, Cluster, DEADLINE, Host, delete_pods_and_wait, mounts_under, node_ready};
 use tug_apiserver::server::ServerConfig;
-use tug_cri::v1::ListPodSandboxRequest;
 use tug_testkit::eventually;
 
 const IMAGE: &str = "localhost/busybox:latest";
@@ -82,26 +81,6 @@ async fn waiting_with(pods: &Api<Pod>, name: &str, text: &str) -> (String, Strin
 }
 
 /// Deletes the pods and waits until they and their sandboxes are gone.
-async fn delete_pods(pods: &Api<Pod>, names: &[&str], socket: &Path) {
-    for name in names {
-        pods.delete(name, &DeleteParams::default()).await.expect("deleted");
-    }
-    eventually("the pods and their sandboxes to be gone", DEADLINE, || async {
-        let left = pods.list(&ListParams::default()).await.map_err(|e| e.to_string())?.items.len();
-        let mut cri = tug_cri::connect(socket).await.map_err(|e| e.to_string())?;
-        let sandboxes = cri
-            .runtime
-            .list_pod_sandbox(ListPodSandboxRequest::default())
-            .await
-            .map_err(|e| e.to_string())?
-            .into_inner()
-            .items
-            .len();
-        if left == 0 && sandboxes == 0 { Ok(()) } else { Err(format!("{left} pods, {sandboxes} sandboxes")) }
-    })
-    .await;
-}
-
 const WRITER: &str = r#"
 put() { cat "$1" > "/out/$2.tmp" && mv "/out/$2.tmp" "/out/$2"; }
 echo hello > /shared/greeting
@@ -197,7 +176,7 @@ async fn file_volumes_reach_containers_follow_config_map_changes_and_leave_nothi
     assert!(propagated < Duration::from_secs(5), "the update took {propagated:?}");
     let pod_dir = options.data_dir.join("pods").join(&uid);
 
-    delete_pods(&pods, &["files"], &host.socket()).await;
+    delete_pods_and_wait(&pods, &["files"], &host.socket()).await;
     assert_eq!(mounts_under(&options.data_dir), Vec::<String>::new(), "nothing stays mounted");
     assert!(!pod_dir.exists(), "the pod's volume dirs are removed");
     host.clean = true;
@@ -240,7 +219,7 @@ async fn pods_whose_volumes_cannot_be_set_up_wait_saying_why_and_start_once_they
     config_maps.create(&PostParams::default(), &late).await.expect("ConfigMap created");
     pod_phase(&pods, "late", "Running").await;
 
-    delete_pods(&pods, &["late", "badhost"], &host.socket()).await;
+    delete_pods_and_wait(&pods, &["late", "badhost"], &host.socket()).await;
     assert_eq!(mounts_under(&options.data_dir), Vec::<String>::new(), "nothing stays mounted");
     host.clean = true;
     agent.stop().await;
@@ -282,7 +261,7 @@ async fn a_claims_data_outlives_its_pod() {
     let bound = Patch::Merge(json!({"status": {"phase": "Bound"}}));
     claims.patch_status("data", &PatchParams::default(), &bound).await.expect("PVC bound");
     pod_phase(&pods, "user", "Succeeded").await;
-    delete_pods(&pods, &["user"], &host.socket()).await;
+    delete_pods_and_wait(&pods, &["user"], &host.socket()).await;
     assert_eq!(std::fs::read_to_string(pv_dir.join("file")).expect("the claim's file"), "kept\n");
 
     // A new pod of the same claim finds the data.
@@ -290,7 +269,7 @@ async fn a_claims_data_outlives_its_pod() {
     let done = pod_phase(&pods, "user", "Succeeded").await;
     assert_eq!(std::fs::read_to_string(pv_dir.join("seen")).expect("the second pod's file"), "kept\n");
     let uid = done.uid().expect("uid");
-    delete_pods(&pods, &["user"], &host.socket()).await;
+    delete_pods_and_wait(&pods, &["user"], &host.socket()).await;
     assert!(!options.data_dir.join("pods").join(uid).exists());
     assert_eq!(mounts_under(&options.data_dir), Vec::<String>::new(), "nothing stays mounted");
     host.clean = true;

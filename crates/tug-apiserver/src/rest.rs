@@ -355,6 +355,7 @@ impl Api {
                 .map(|o| o.value())
                 .collect();
             default_storage_class(&mut obj, &classes);
+            add_finalizer(&mut obj, PVC_PROTECTION_FINALIZER);
         }
         if rt.kind == "Service" {
             self.services.allocate(&self.cache, &mut obj).map_err(|m| {
@@ -1272,6 +1273,25 @@ fn default_storage_class(claim: &mut Value, classes: &[Value]) {
     }
 }
 
+/// Kubernetes' StorageObjectInUseProtection admission puts this on every claim; the storage
+/// protection controller takes it off once no pod uses the claim, so deleting a claim in use
+/// leaves it Terminating instead of pulling the volume from under a running pod.
+pub const PVC_PROTECTION_FINALIZER: &str = "kubernetes.io/pvc-protection";
+
+/// Adds `finalizer` to the object's `metadata.finalizers` unless it is there.
+fn add_finalizer(obj: &mut Value, finalizer: &str) {
+    let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) else { return };
+    let list = meta.entry("finalizers").or_insert_with(|| json!([]));
+    if !list.is_array() {
+        *list = json!([]);
+    }
+    if let Some(items) = list.as_array_mut()
+        && !items.iter().any(|f| f == finalizer)
+    {
+        items.push(json!(finalizer));
+    }
+}
+
 /// The Scale object of a workload.
 pub fn scale_of(obj: &Value) -> Value {
     let selector = obj.pointer("/spec/selector").map(crate::selectors::selector_string).unwrap_or_default();
@@ -1348,6 +1368,17 @@ mod tests {
         let mut none = json!({"spec": {}});
         default_storage_class(&mut none, &classes[2..]);
         assert_eq!(none, json!({"spec": {}}), "no default class, no change");
+    }
+
+    #[test]
+    fn claims_are_protected_once() {
+        let mut claim = json!({"metadata": {"name": "c"}});
+        add_finalizer(&mut claim, PVC_PROTECTION_FINALIZER);
+        add_finalizer(&mut claim, PVC_PROTECTION_FINALIZER);
+        assert_eq!(claim["metadata"]["finalizers"], json!([PVC_PROTECTION_FINALIZER]));
+        let mut other = json!({"metadata": {"finalizers": ["example.com/keep"]}});
+        add_finalizer(&mut other, PVC_PROTECTION_FINALIZER);
+        assert_eq!(other["metadata"]["finalizers"], json!(["example.com/keep", PVC_PROTECTION_FINALIZER]));
     }
 
     #[test]

@@ -12,7 +12,8 @@
 //! - [`gc`] — garbage collection through ownerReferences; [`nodelifecycle`] — silent nodes
 //!   tainted and their pods evicted.
 //! - [`disruption`] — PodDisruptionBudget status, which evictions (`kubectl drain`) obey.
-//! - [`localpath`] — PersistentVolumes on the nodes' own disks for claims of the `local-path` class.
+//! - [`localpath`] — PersistentVolumes on the nodes' own disks for claims of the `local-path` class;
+//!   [`protection`] — a claim in use is not deleted before its pods are gone.
 //! - [`events`] — Events about what the controllers did.
 
 pub mod claim;
@@ -27,6 +28,7 @@ pub mod job;
 pub mod localpath;
 pub mod nodelifecycle;
 pub mod pods;
+pub mod protection;
 pub mod replicaset;
 pub mod runtime;
 pub mod statefulset;
@@ -148,6 +150,7 @@ async fn run_controllers(client: kube::Client, options: ControllerOptions) {
     let disruption =
         disruption::Controller::new(client.clone(), &mut budgets, &mut pods, &replicasets, &deployments, &statefulsets);
     let localpath = localpath::Controller::new(client.clone(), &mut claims, &mut volumes, &mut classes, &nodes);
+    let protection = protection::Controller::new(client.clone(), &mut claims, &mut pods);
     let mut collector = gc::Builder::new(client.clone());
     collector.watch(&mut pods, true);
     collector.watch(&mut replicasets, true);
@@ -183,6 +186,7 @@ async fn run_controllers(client: kube::Client, options: ControllerOptions) {
     tasks.spawn(nodelifecycle.run(workers));
     tasks.spawn(disruption.run(workers));
     tasks.spawn(localpath.run(workers));
+    tasks.spawn(protection.run(workers));
     tasks.spawn(collector.run(workers));
     // The tasks run until this future is dropped (shutdown or lost leadership): JoinSet aborts them.
     while tasks.join_next().await.is_some() {}

@@ -8,7 +8,8 @@
 //! it binds the pod. The volume's directory is `<storage dir>/pvc-<uid>_<namespace>_<claim>`,
 //! the storage dir being the node's `tugboat.dev/storage-dir` annotation (set by the agent).
 //! The agent creates the directory (`DirectoryOrCreate`); removing it after the volume is
-//! deleted is the agent's job too.
+//! deleted is the agent's job too: every volume made here carries [`CLEANUP_FINALIZER`], which
+//! the node's agent takes off once the directory is gone.
 //!
 //! [`reconcile_claim`] and [`reconcile_volume`] are the pure cores; [`Controller`] the loop:
 //! one queue of claims (provision, bind) and one of volumes (reclaim).
@@ -35,6 +36,9 @@ pub const PROVISIONER: &str = "tugboat.dev/local-path";
 pub const STORAGE_DIR_ANNOTATION: &str = "tugboat.dev/storage-dir";
 /// The storage directory of a node that does not say.
 pub const DEFAULT_STORAGE_DIR: &str = "/var/lib/tugboat/storage";
+/// On every volume made here; the agent of the volume's node removes it once it has removed the
+/// directory of the deleted volume, so a volume object never goes before its data.
+pub const CLEANUP_FINALIZER: &str = "tugboat.dev/local-path-cleanup";
 /// Set by the scheduler on a claim waiting for its first consumer: the consumer's node.
 pub const SELECTED_NODE_ANNOTATION: &str = "volume.kubernetes.io/selected-node";
 const HOSTNAME_LABEL: &str = "kubernetes.io/hostname";
@@ -140,6 +144,7 @@ pub fn provisioned_volume(
         metadata: ObjectMeta {
             name: Some(volume_name(claim)),
             annotations: Some(BTreeMap::from([(PROVISIONED_BY_ANNOTATION.to_string(), PROVISIONER.to_string())])),
+            finalizers: Some(vec![CLEANUP_FINALIZER.to_string()]),
             ..ObjectMeta::default()
         },
         spec: Some(PersistentVolumeSpec {

@@ -12,6 +12,7 @@ use serde_json::json;
 use tokio::sync::watch;
 use tug_agent::sim::{self, SimOptions};
 use tug_apiserver::server::{RunningServer, ServerConfig};
+use tug_controllers::localpath;
 use tug_testkit::eventually;
 
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -160,13 +161,21 @@ async fn a_claim_is_provisioned_where_its_pod_runs_and_keeps_it_there() {
     .await;
     assert!(message.contains("persistentvolumeclaim \"missing\" not found"), "{message}");
 
-    // Deleting the claim deletes its volume (reclaim policy Delete).
-    delete_and_wait(&pods, "app").await;
+    // Deleting the claim deletes its volume (reclaim policy Delete); hollow nodes have no disk
+    // to clean, so the volume waits for its node's agent to remove the data (the real agent's
+    // side is tested in crates/tug/tests/node_agent.rs).
+    // While a pod uses the claim, deleting it only marks it (pvc-protection).
     claims.delete("data", &DeleteParams::default()).await.expect("the claim is deleted");
-    eventually("the volume deleted", DEADLINE, || async {
-        match volumes.get_opt(&volume_name).await.map_err(|e| e.to_string())? {
-            None => Ok(()),
-            Some(v) => Err(format!("still there: {:?}", v.status)),
+    let kept = claims.get("data").await.expect("a claim in use stays");
+    assert!(kept.metadata.deletion_timestamp.is_some(), "and is Terminating");
+    assert_eq!(volumes.get(&volume_name).await.expect("its volume stays").metadata.deletion_timestamp, None);
+    delete_and_wait(&pods, "app").await;
+    eventually("the volume deleted, waiting for its data to be removed", DEADLINE, || async {
+        let volume = volumes.get_opt(&volume_name).await.map_err(|e| e.to_string())?.ok_or("the volume is gone")?;
+        let finalizers = volume.metadata.finalizers.unwrap_or_default();
+        match volume.metadata.deletion_timestamp {
+            Some(_) if finalizers == [localpath::CLEANUP_FINALIZER] => Ok(()),
+            _ => Err(format!("not deleting yet, or other finalizers: {finalizers:?}")),
         }
     })
     .await;

@@ -520,6 +520,26 @@ fn config_maps_claims_logs_and_exec_work_through_kubectl() {
     assert_eq!(cluster.ok(&["exec", "keeper", "--", "cat", "/data/note"]), "written-once\nkept\n");
     let bound = cluster.ok(&["get", "pvc", "data", "-o", "jsonpath={.status.phase}"]);
     assert_eq!(bound, "Bound");
+
+    // Deleting the claim while its pod runs only marks it; once the pod is gone the claim, its
+    // volume and the volume's directory on the node all go.
+    let volume = cluster.ok(&["get", "pvc", "data", "-o", "jsonpath={.spec.volumeName}"]);
+    let path = cluster.ok(&["get", "pv", &volume, "-o", "jsonpath={.spec.hostPath.path}"]);
+    assert!(Path::new(&path).join("note").is_file(), "the data is in {path}");
+    cluster.ok(&["delete", "pvc", "data", "--wait=false"]);
+    let terminating = cluster.json(&["get", "pvc", "data"]);
+    assert!(!terminating["metadata"]["deletionTimestamp"].is_null(), "the claim in use is Terminating");
+    assert_eq!(cluster.ok(&["exec", "keeper", "--", "cat", "/data/note"]), "written-once\nkept\n");
+    cluster.ok(&["delete", "pod", "keeper"]);
+    wait_for("the claim, its volume and its data to be gone", DEADLINE, || {
+        let left = cluster.kubectl(&["get", "pvc,pv", "-o", "name"]);
+        if left.trim().is_empty() && !Path::new(&path).exists() {
+            Ok(())
+        } else {
+            Err(format!("left: {left:?}, {path} exists: {}", Path::new(&path).exists()))
+        }
+    })
+    .unwrap_or_else(|e| panic!("{e}\n--- server log\n{}", cluster.log_tail()));
 }
 
 fn line_number(line: &str) -> u64 {

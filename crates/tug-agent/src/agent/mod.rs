@@ -18,10 +18,19 @@
 //! (sandboxes and containers carry the pod's uid as labels, the restart count is the
 //! container's attempt), so a restarted agent adopts running containers instead of recreating
 //! them.
+//!
+//! The runtime may restart too. A managed containerd is supervised
+//! ([`ManagedContainerd::supervise`]): when it dies it is started again with back-off and
+//! re-attaches to the containers, whose shims kept running. Meanwhile a failed CRI call is never
+//! taken for "no containers": the relist and the pod syncs keep their last view and retry, no
+//! status is written, nothing is torn down; the CRI channel reconnects by itself once the socket
+//! serves again. [`node::report_runtime`] turns the node `Ready=False` ("container runtime is
+//! down") until the CRI answers again and records the restart as a Warning event.
 
 pub mod api;
 pub mod auth;
 pub mod cni;
+pub mod localpv;
 pub mod logs;
 pub mod node;
 pub mod plan;
@@ -38,7 +47,7 @@ use std::time::Duration;
 
 use tug_cri::v1::{ListImagesRequest, VersionRequest};
 
-use crate::containerd::{Layout, ManagedContainerd};
+use crate::containerd::{Layout, ManagedContainerd, RuntimeStatus, Supervisor};
 
 /// The kubelet's port, where the agent's API listens by default.
 pub const DEFAULT_API_PORT: u16 = 10250;
@@ -145,8 +154,9 @@ fn write_file(path: PathBuf, contents: String) -> Result<(), AgentError> {
     std::fs::write(&path, contents).map_err(|source| AgentError::Io { what: "writing", path, source })
 }
 
-/// Runs the node agent until `shutdown` resolves. Containers keep running after it returns
-/// (a managed containerd is stopped, their shims stay); the next run adopts them.
+/// Runs the node agent until `shutdown` resolves. A managed containerd is started again
+/// whenever it dies meanwhile. Containers keep running after it returns (a managed containerd
+/// is stopped, their shims stay); the next run adopts them.
 pub async fn run(
     client: kube::Client,
     options: AgentOptions,
@@ -156,7 +166,7 @@ pub async fn run(
         return Err(AgentError::Invalid(problem));
     }
     let layout = Layout::new(&options.data_dir);
-    let mut managed = None;
+    let mut supervisor = None;
     let socket = match &options.containerd_socket {
         Some(socket) => socket.clone(),
         None => {
@@ -166,23 +176,26 @@ pub async fn run(
             write_file(layout.cni_conf_dir().join(cni::CONFLIST_FILE), conflist)?;
             let containerd = ManagedContainerd::start(&options.data_dir).await?;
             let socket = containerd.socket();
-            managed = Some(containerd);
+            supervisor = Some(containerd.supervise());
             socket
         }
     };
-    let result = serve(client, &options, &socket, shutdown).await;
-    if let Some(containerd) = managed {
-        // Stopping waits for the process (up to its grace): off the async threads.
-        let _ = tokio::task::spawn_blocking(move || drop(containerd)).await;
+    let runtime_status = supervisor.as_ref().map(Supervisor::status);
+    let result = serve(client, &options, &socket, runtime_status, shutdown).await;
+    if let Some(supervisor) = supervisor {
+        // Stopped on purpose: not restarted.
+        supervisor.stop().await;
     }
     result
 }
 
-/// Everything after the runtime is up: node, lease, pods.
+/// Everything after the runtime is up: node, lease, runtime health, pods. `runtime_status` is
+/// the managed containerd's supervisor's.
 async fn serve(
     client: kube::Client,
     options: &AgentOptions,
     socket: &std::path::Path,
+    runtime_status: Option<tokio::sync::watch::Receiver<RuntimeStatus>>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), AgentError> {
     let mut cri = tug_cri::connect(socket).await?;
@@ -224,6 +237,7 @@ async fn serve(
             }
         })
     };
+    let health = tokio::spawn(node::report_runtime(client.clone(), name.clone(), cri.clone(), runtime_status));
     let resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
     let ctx = Arc::new(pods::Ctx {
         volumes: volumes::Volumes::new(client.clone(), options.data_dir.join("pods")),
@@ -235,8 +249,11 @@ async fn serve(
         pods_dir: options.data_dir.join("pods"),
         syncs: tokio::sync::Semaphore::new(pods::CONCURRENT_SYNCS),
     });
+    let volume_cleanup = tokio::spawn(localpv::run(ctx.client.clone(), storage_dir));
     let result = pods::run(ctx, shutdown).await;
+    volume_cleanup.abort();
     lease.abort();
+    health.abort();
     if let Some(api_server) = api_server {
         api_server.abort();
     }

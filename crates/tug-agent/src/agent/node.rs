@@ -2,24 +2,45 @@
 //! `/proc` files, so they are testable), registration (create, or update a node of the same
 //! name left by an earlier run), status through the status subresource, and the Lease in
 //! `kube-node-lease` renewed every interval.
+//!
+//! [`report_runtime`] keeps the Ready condition in step with the container runtime, as the
+//! kubelet does: `Ready=False`, reason `KubeletNotReady`, message `container runtime is down`
+//! while the CRI does not answer (or containerd's supervisor says it is down), `Ready=True`
+//! again once it does — written only when it changes — with `NodeNotReady`/`NodeReady` events,
+//! and a Warning `ContainerRuntimeRestarted` event each time the supervisor restarted containerd.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, UdpSocket};
+use std::time::Duration;
 
 use jiff::Timestamp;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::Node;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, Time};
+use k8s_openapi::api::core::v1::{Event, EventSource, Node, ObjectReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, Time};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
+use tokio::sync::watch;
+use tug_cri::v1::{RuntimeCondition, StatusRequest};
 
 use super::AgentError;
+use crate::containerd::RuntimeStatus;
 use crate::sim::{LEASE_DURATION_SECONDS, LEASE_NAMESPACE};
 
 /// The kubelet version the agent reports.
 pub const KUBELET_VERSION: &str = "v1.33.0-tug";
 /// Pods per node, the kubelet's default `--max-pods`.
 pub const MAX_PODS: u32 = 110;
+/// The Ready condition's message while the CRI does not answer (the kubelet's words).
+pub const RUNTIME_DOWN: &str = "container runtime is down";
+/// The reason of the Warning event recorded when containerd was restarted after dying.
+pub const RUNTIME_RESTARTED_REASON: &str = "ContainerRuntimeRestarted";
+/// How often the runtime's health is checked when nothing else says it changed (the kubelet
+/// checks every 5 s; a check is one cheap CRI call).
+const RUNTIME_CHECK_EVERY: Duration = Duration::from_secs(1);
+/// How long the CRI may take to answer a health check before it counts as down.
+const RUNTIME_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+/// The component node events name as their source.
+const COMPONENT: &str = "kubelet";
 
 /// What the Node says about the host.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -112,15 +133,42 @@ pub fn node_labels(name: &str) -> BTreeMap<String, String> {
     .collect()
 }
 
+fn condition(kind: &str, status: &str, reason: &str, message: &str, now: Timestamp) -> Value {
+    json!({
+        "type": kind, "status": status, "reason": reason, "message": message,
+        "lastHeartbeatTime": time(now), "lastTransitionTime": time(now),
+    })
+}
+
+/// The Ready condition of a node whose runtime answers (`problem` is `None`) or does not.
+pub fn ready_condition(problem: Option<&str>, now: Timestamp) -> Value {
+    match problem {
+        None => condition("Ready", "True", "KubeletReady", "kubelet is posting ready status", now),
+        Some(problem) => condition("Ready", "False", "KubeletNotReady", problem, now),
+    }
+}
+
+/// What keeps the node from being Ready given the CRI's `Status` answer (`None`: no answer),
+/// in the kubelet's words; `None` when nothing does.
+pub fn runtime_problem(answer: Option<&[RuntimeCondition]>) -> Option<String> {
+    let Some(conditions) = answer else { return Some(RUNTIME_DOWN.into()) };
+    let failing = |kind: &str| conditions.iter().find(|c| c.r#type == kind && !c.status);
+    if let Some(c) = failing("RuntimeReady") {
+        return Some(format!(
+            "container runtime not ready: RuntimeReady=false reason:{} message:{}",
+            c.reason, c.message
+        ));
+    }
+    failing("NetworkReady").map(|c| {
+        format!("container runtime network not ready: NetworkReady=false reason:{} message:{}", c.reason, c.message)
+    })
+}
+
 /// The node status: capacity (allocatable alike: nothing is reserved yet), conditions, addresses,
 /// nodeInfo and images.
 pub fn node_status(host: &HostFacts, api_port: u16, now: Timestamp) -> Value {
-    let condition = |kind: &str, status: &str, reason: &str, message: &str| {
-        json!({
-            "type": kind, "status": status, "reason": reason, "message": message,
-            "lastHeartbeatTime": time(now), "lastTransitionTime": time(now),
-        })
-    };
+    let condition =
+        |kind: &str, status: &str, reason: &str, message: &str| condition(kind, status, reason, message, now);
     let resources = json!({
         "cpu": host.cpus.to_string(),
         "memory": format!("{}Ki", host.memory_bytes / 1024),
@@ -134,7 +182,7 @@ pub fn node_status(host: &HostFacts, api_port: u16, now: Timestamp) -> Value {
             condition("MemoryPressure", "False", "KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
             condition("DiskPressure", "False", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
             condition("PIDPressure", "False", "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
-            condition("Ready", "True", "KubeletReady", "kubelet is posting ready status"),
+            ready_condition(None, now),
         ],
         "addresses": [
             {"type": "InternalIP", "address": host.ip.to_string()},
@@ -234,6 +282,126 @@ pub async fn post_status(client: &kube::Client, name: &str, host: &HostFacts, ap
     Ok(())
 }
 
+/// An event about node `name`, as the kubelet records them (in `default`, the node's name as
+/// its uid, which is where `kubectl describe node` looks).
+pub fn node_event(name: &str, (warning, reason, message): (bool, &str, &str), now: Timestamp) -> Event {
+    Event {
+        metadata: ObjectMeta {
+            name: Some(format!("{name}.{:x}", now.as_nanosecond())),
+            namespace: Some("default".into()),
+            ..ObjectMeta::default()
+        },
+        involved_object: ObjectReference {
+            kind: Some("Node".into()),
+            name: Some(name.into()),
+            uid: Some(name.into()),
+            ..ObjectReference::default()
+        },
+        reason: Some(reason.into()),
+        message: Some(message.into()),
+        type_: Some(if warning { "Warning" } else { "Normal" }.into()),
+        source: Some(EventSource { component: Some(COMPONENT.into()), host: Some(name.into()) }),
+        reporting_component: Some(COMPONENT.into()),
+        reporting_instance: Some(name.into()),
+        first_timestamp: Some(Time(now)),
+        last_timestamp: Some(Time(now)),
+        count: Some(1),
+        ..Event::default()
+    }
+}
+
+async fn record_event(client: &kube::Client, name: &str, what: (bool, &str, &str)) {
+    let events: Api<Event> = Api::namespaced(client.clone(), "default");
+    if let Err(error) = events.create(&PostParams::default(), &node_event(name, what, Timestamp::now())).await {
+        tracing::debug!(%error, "cannot write a node event");
+    }
+}
+
+/// The CRI's answer to `Status` (its conditions), `None` when it does not answer in time.
+async fn runtime_answer(cri: &tug_cri::Clients) -> Option<Vec<RuntimeCondition>> {
+    let mut runtime = cri.runtime.clone();
+    let call = runtime.status(StatusRequest { verbose: false });
+    match tokio::time::timeout(RUNTIME_CHECK_TIMEOUT, call).await {
+        Ok(Ok(response)) => Some(response.into_inner().status.map(|s| s.conditions).unwrap_or_default()),
+        _ => None,
+    }
+}
+
+/// Writes the node's Ready condition alone (conditions merge by type).
+async fn post_ready(client: &kube::Client, name: &str, problem: Option<&str>) -> Result<(), AgentError> {
+    let nodes: Api<Node> = Api::all(client.clone());
+    let patch = Patch::Strategic(json!({"status": {"conditions": [ready_condition(problem, Timestamp::now())]}}));
+    nodes
+        .patch_status(name, &PatchParams::default(), &patch)
+        .await
+        .map_err(api_error(format!("Ready condition of node {name}")))?;
+    Ok(())
+}
+
+/// Resolves when the supervisor's status changes; never without a supervisor. `Err` once the
+/// supervisor is gone.
+async fn supervisor_changed(
+    supervisor: &mut Option<watch::Receiver<RuntimeStatus>>,
+) -> Result<(), watch::error::RecvError> {
+    match supervisor {
+        Some(status) => status.changed().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Keeps node `name`'s Ready condition in step with the runtime behind `cri`, checked every
+/// second and at once when the managed containerd's `supervisor` reports a change; records a
+/// Warning event when the supervisor restarted containerd. Runs until aborted. The node was
+/// registered Ready.
+pub async fn report_runtime(
+    client: kube::Client,
+    name: String,
+    cri: tug_cri::Clients,
+    mut supervisor: Option<watch::Receiver<RuntimeStatus>>,
+) {
+    let mut reported: Option<String> = None;
+    let mut restarts = supervisor.as_ref().map_or(0, |status| status.borrow().restarts);
+    let mut ticks = tokio::time::interval(RUNTIME_CHECK_EVERY);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            changed = supervisor_changed(&mut supervisor) => {
+                if changed.is_err() {
+                    supervisor = None;
+                }
+            }
+        }
+        let supervised = supervisor.as_mut().map(|status| status.borrow_and_update().clone());
+        if let Some(status) = &supervised
+            && status.restarts > restarts
+        {
+            restarts = status.restarts;
+            let exit = status.last_exit.as_deref().unwrap_or("unknown exit");
+            let message = format!("containerd exited unexpectedly ({exit}) and was started again (restart {restarts})");
+            record_event(&client, &name, (true, RUNTIME_RESTARTED_REASON, &message)).await;
+        }
+        let problem = match &supervised {
+            Some(status) if status.pid.is_none() => Some(RUNTIME_DOWN.to_string()),
+            _ => runtime_problem(runtime_answer(&cri).await.as_deref()),
+        };
+        if problem == reported {
+            continue;
+        }
+        if let Err(error) = post_ready(&client, &name, problem.as_deref()).await {
+            tracing::warn!(node = %name, %error, "cannot report the runtime's health; retrying");
+            continue;
+        }
+        match &problem {
+            Some(problem) => tracing::warn!(node = %name, %problem, "node not ready"),
+            None => tracing::info!(node = %name, "node ready again"),
+        }
+        let state = if problem.is_some() { "NodeNotReady" } else { "NodeReady" };
+        record_event(&client, &name, (false, state, &format!("Node {name} status is now: {state}"))).await;
+        reported = problem;
+    }
+}
+
 fn lease_object(name: &str, node_uid: &str, now: Timestamp) -> Value {
     json!({
         "apiVersion": "coordination.k8s.io/v1",
@@ -292,6 +460,61 @@ mod tests {
             runtime_version: "containerd://1.6.20".into(),
             images: vec![(vec!["localhost/busybox:latest".into()], 1000)],
         }
+    }
+
+    fn runtime_condition(kind: &str, status: bool, reason: &str) -> RuntimeCondition {
+        RuntimeCondition { r#type: kind.into(), status, reason: reason.into(), message: "m".into() }
+    }
+
+    #[test]
+    fn the_runtime_keeps_the_node_from_ready_as_the_kubelet_says() {
+        let up = [runtime_condition("RuntimeReady", true, ""), runtime_condition("NetworkReady", true, "")];
+        let no_network =
+            [runtime_condition("RuntimeReady", true, ""), runtime_condition("NetworkReady", false, "NoCNI")];
+        let not_ready = [runtime_condition("RuntimeReady", false, "Starting"), no_network[1].clone()];
+        let cases: [(Option<&[RuntimeCondition]>, Option<&str>); 5] = [
+            (None, Some("container runtime is down")),
+            (Some(&up), None),
+            (Some(&[]), None),
+            (Some(&no_network), Some("container runtime network not ready: NetworkReady=false reason:NoCNI message:m")),
+            (Some(&not_ready), Some("container runtime not ready: RuntimeReady=false reason:Starting message:m")),
+        ];
+        for (answer, expected) in cases {
+            assert_eq!(runtime_problem(answer).as_deref(), expected, "{answer:?}");
+        }
+    }
+
+    #[test]
+    fn the_ready_condition_says_why_the_node_is_not_ready() {
+        let now: Timestamp = "2025-01-02T03:04:05Z".parse().expect("time");
+        let cases = [
+            (None, ("True", "KubeletReady", "kubelet is posting ready status")),
+            (Some(RUNTIME_DOWN), ("False", "KubeletNotReady", "container runtime is down")),
+        ];
+        for (problem, (status, reason, message)) in cases {
+            let condition = ready_condition(problem, now);
+            assert_eq!(condition["type"], "Ready");
+            assert_eq!(
+                (&condition["status"], &condition["reason"], &condition["message"]),
+                (&json!(status), &json!(reason), &json!(message))
+            );
+            assert_eq!(condition["lastTransitionTime"], "2025-01-02T03:04:05Z");
+        }
+    }
+
+    #[test]
+    fn node_events_are_where_kubectl_describe_node_finds_them() {
+        let now: Timestamp = "2025-01-02T03:04:05Z".parse().expect("time");
+        let event = node_event("n1", (true, RUNTIME_RESTARTED_REASON, "containerd exited"), now);
+        assert_eq!(event.metadata.namespace.as_deref(), Some("default"));
+        assert!(event.metadata.name.as_deref().is_some_and(|name| name.starts_with("n1.")));
+        let object = &event.involved_object;
+        assert_eq!(
+            (object.kind.as_deref(), object.name.as_deref(), object.uid.as_deref()),
+            (Some("Node"), Some("n1"), Some("n1"))
+        );
+        assert_eq!(event.type_.as_deref(), Some("Warning"));
+        assert_eq!(event.source.and_then(|s| s.host).as_deref(), Some("n1"));
     }
 
     #[test]

@@ -3,6 +3,10 @@
 //! is synced), and one worker per pod at a time. A sync observes the pod's sandboxes and
 //! containers over CRI, asks [`plan`] what to do, does it, observes again and writes the status
 //! [`pod_status`] computes when it differs from the API's.
+//!
+//! A failed CRI call (the runtime down or restarting) ends the relist or the sync with an error:
+//! nothing is concluded from it (never "no containers"), no status is written, the last view
+//! stays and both retry; containers that kept running are found unchanged afterwards.
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -791,6 +795,7 @@ pub async fn run(ctx: Arc<Ctx>, shutdown: impl Future<Output = ()>) -> Result<()
         relisting: None,
         listed: false,
     };
+    let mut relist_failing = false;
     let mut relist = tokio::time::interval(RELIST_EVERY);
     relist.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(events, shutdown);
@@ -805,9 +810,15 @@ pub async fn run(ctx: Arc<Ctx>, shutdown: impl Future<Output = ()>) -> Result<()
             Some(uid) = volume_wakes.recv() => workers.request(&uid),
             Some(uid) = probe_wakes.recv() => workers.request(&uid),
             _ = relist.tick() => {
-                if let Err(error) = workers.relist().await {
-                    tracing::warn!(%error, "runtime relist failed");
+                // A failed relist changes nothing (the runtime may be restarting): the last view
+                // stays, and the next tick retries. Said once per outage, not every second.
+                let relisted = workers.relist().await;
+                match (&relisted, relist_failing) {
+                    (Err(error), false) => tracing::warn!(%error, "runtime relist failed; keeping the last view"),
+                    (Ok(()), true) => tracing::info!("runtime relist works again"),
+                    _ => {}
                 }
+                relist_failing = relisted.is_err();
             }
             Some(done) = workers.tasks.join_next() => match done {
                 Ok(outcome) => workers.finished(outcome),

@@ -9,9 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::Client;
-use kube::api::Api;
+use kube::api::{Api, DeleteParams, ListParams};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tug_agent::agent::{self, AgentError, AgentOptions};
@@ -201,4 +201,26 @@ pub async fn node_ready(client: &Client, name: &str) -> Node {
         if ready { Ok(node) } else { Err(format!("{:?}", node.status)) }
     })
     .await
+}
+
+/// Deletes the pods `names` and waits until the API has no pod left and the runtime at `socket`
+/// no sandbox.
+pub async fn delete_pods_and_wait(pods: &Api<Pod>, names: &[&str], socket: &Path) {
+    for name in names {
+        pods.delete(name, &DeleteParams::default()).await.expect("deleted");
+    }
+    eventually("the pods and their sandboxes to be gone", DEADLINE, || async {
+        let left = pods.list(&ListParams::default()).await.map_err(|e| e.to_string())?.items.len();
+        let mut cri = tug_cri::connect(socket).await.map_err(|e| e.to_string())?;
+        let sandboxes = cri
+            .runtime
+            .list_pod_sandbox(ListPodSandboxRequest::default())
+            .await
+            .map_err(|e| e.to_string())?
+            .into_inner()
+            .items
+            .len();
+        if left == 0 && sandboxes == 0 { Ok(()) } else { Err(format!("{left} pods, {sandboxes} sandboxes")) }
+    })
+    .await;
 }
