@@ -58,6 +58,11 @@ pub async fn ensure_defaults(api: &Arc<Api>, addr: SocketAddr) {
         Err(e) if e.code == 409 => {}
         Err(e) => tracing::warn!(name = DEFAULT_STORAGE_CLASS, error = %e, "cannot create the default storage class"),
     }
+    // Admission reads the watch cache (the default class for claims, namespaces): serve only
+    // once it holds what was just written, or the first claim may miss its default class.
+    if let Err(e) = api.cache.sync().await {
+        tracing::warn!(error = %e, "the watch cache is behind the bootstrap objects");
+    }
 }
 
 /// The StorageClass every cluster starts with, as k3s ships `local-path`.

@@ -64,21 +64,37 @@ fn tolerates(t: &Toleration, taint: &Taint) -> bool {
     effect_ok && key_ok && value_ok && empty_key_ok
 }
 
-/// The taints a node should carry given whether it is reachable, keeping everything else.
-pub fn taints_for(current: &[Taint], reachable: bool, now: jiff::Timestamp) -> Vec<Taint> {
-    let mut taints: Vec<Taint> = current.iter().filter(|t| t.key != UNREACHABLE).cloned().collect();
+/// The taints a node should carry given whether it is reachable and, if so, whether its agent
+/// reports it Ready, keeping everything else. A reachable node that is not Ready (its container
+/// runtime is down, say) only gets `not-ready:NoSchedule` (Kubernetes' TaintNodesByCondition):
+/// no new pods go there, but the ones it runs stay — containers keep running while containerd
+/// restarts, and with a 10 s default toleration a NoExecute taint would evict them for a blip.
+pub fn taints_for(current: &[Taint], reachable: bool, ready: bool, now: jiff::Timestamp) -> Vec<Taint> {
+    let ours = |t: &Taint| t.key == UNREACHABLE || (t.key == NOT_READY && t.effect == "NoSchedule");
+    let mut taints: Vec<Taint> = current.iter().filter(|t| !ours(t)).cloned().collect();
+    let mut keep_or_add = |key: &str, effect: &str| {
+        let existing = current.iter().find(|t| t.key == key && t.effect == effect);
+        taints.push(existing.cloned().unwrap_or(Taint {
+            key: key.into(),
+            effect: effect.into(),
+            value: None,
+            time_added: (effect == "NoExecute").then_some(Time(now)),
+        }));
+    };
     if !reachable {
         for effect in ["NoSchedule", "NoExecute"] {
-            let existing = current.iter().find(|t| t.key == UNREACHABLE && t.effect == effect);
-            taints.push(existing.cloned().unwrap_or(Taint {
-                key: UNREACHABLE.into(),
-                effect: effect.into(),
-                value: None,
-                time_added: (effect == "NoExecute").then_some(Time(now)),
-            }));
+            keep_or_add(UNREACHABLE, effect);
         }
+    } else if !ready {
+        keep_or_add(NOT_READY, "NoSchedule");
     }
     taints
+}
+
+/// Whether the node's agent reports it Ready (a node that reports nothing yet is not tainted).
+fn reports_ready(node: &Node) -> bool {
+    let conditions = node.status.as_ref().and_then(|s| s.conditions.as_deref()).unwrap_or_default();
+    conditions.iter().find(|c| c.type_ == "Ready").is_none_or(|c| c.status == "True")
 }
 
 /// The node's conditions once its agent went silent: every condition the agent reports becomes
@@ -247,7 +263,7 @@ impl Controller {
         let now = jiff::Timestamp::now();
         let api: Api<Node> = Api::all(self.client.clone());
         let current_taints = node.spec.as_ref().and_then(|s| s.taints.clone()).unwrap_or_default();
-        let taints = taints_for(&current_taints, reachable, now);
+        let taints = taints_for(&current_taints, reachable, reports_ready(&node), now);
         if !reachable && !marked_silent(&node) {
             let conditions =
                 silent_conditions(node.status.as_ref().and_then(|s| s.conditions.as_deref()).unwrap_or_default(), now);
@@ -417,11 +433,21 @@ mod tests {
         let now = jiff::Timestamp::from_second(7).unwrap();
         let other =
             Taint { key: "dedicated".into(), effect: "NoSchedule".into(), value: Some("gpu".into()), time_added: None };
-        let down = taints_for(std::slice::from_ref(&other), false, now);
+        let down = taints_for(std::slice::from_ref(&other), false, false, now);
         assert_eq!(down.len(), 3);
         assert!(down.iter().any(|t| t.key == UNREACHABLE && t.effect == "NoExecute" && t.time_added.is_some()));
-        assert_eq!(taints_for(&down, false, jiff::Timestamp::from_second(99).unwrap()), down, "stable while down");
-        assert_eq!(taints_for(&down, true, now), vec![other]);
+        let later = jiff::Timestamp::from_second(99).unwrap();
+        assert_eq!(taints_for(&down, false, false, later), down, "stable while down");
+        assert_eq!(taints_for(&down, true, true, now), vec![other.clone()]);
+
+        // Reachable but not Ready: no new pods, the running ones stay (no NoExecute).
+        let not_ready = taints_for(std::slice::from_ref(&other), true, false, now);
+        assert_eq!(not_ready.len(), 2);
+        assert!(not_ready.iter().any(|t| t.key == NOT_READY && t.effect == "NoSchedule"));
+        assert_eq!(taints_for(&not_ready, true, false, later), not_ready, "stable while not ready");
+        assert_eq!(taints_for(&not_ready, true, true, now), vec![other.clone()], "removed when Ready again");
+        let admin = Taint { key: NOT_READY.into(), effect: "NoExecute".into(), value: None, time_added: None };
+        assert_eq!(taints_for(std::slice::from_ref(&admin), true, true, now), vec![admin], "not ours to remove");
     }
 
     #[test]
