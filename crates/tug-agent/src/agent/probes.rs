@@ -490,7 +490,15 @@ impl Prober {
                 continue;
             }
             let outcome = match &check {
-                Ok(check) => self.run_check(check, &target.container_id, timing.timeout).await,
+                Ok(check) => match self.run_check(check, &target.container_id, timing.timeout).await {
+                    Ok(passed) => passed,
+                    Err(RuntimeError(error)) => {
+                        // The kubelet throws such a result away: the runtime (restarting, say)
+                        // could not run the probe, which says nothing about the container.
+                        tracing::debug!(pod = %target.pod.name, container = %target.container, %error, "probe not run");
+                        continue;
+                    }
+                },
                 Err(problem) => Err(problem.clone()),
             };
             if let Err(output) = &outcome {
@@ -530,15 +538,27 @@ impl Prober {
         }
     }
 
-    async fn run_check(&self, check: &Check, container_id: &str, timeout: Duration) -> Result<(), String> {
+    /// The probe's verdict (`Err` = failed, with why), or the runtime's error when it could not
+    /// run the probe at all.
+    async fn run_check(
+        &self,
+        check: &Check,
+        container_id: &str,
+        timeout: Duration,
+    ) -> Result<Result<(), String>, RuntimeError> {
         match check {
-            Check::Http { host, port, path, headers } => http_get(host, *port, path, headers, timeout).await,
-            Check::Tcp { host, port } => tcp_connect(host, *port, timeout).await,
+            Check::Http { host, port, path, headers } => Ok(http_get(host, *port, path, headers, timeout).await),
+            Check::Tcp { host, port } => Ok(tcp_connect(host, *port, timeout).await),
             Check::Exec { command } => self.exec(container_id, command, timeout).await,
         }
     }
 
-    async fn exec(&self, container_id: &str, command: &[String], timeout: Duration) -> Result<(), String> {
+    async fn exec(
+        &self,
+        container_id: &str,
+        command: &[String],
+        timeout: Duration,
+    ) -> Result<Result<(), String>, RuntimeError> {
         let mut cri = self.cri.clone();
         let request = ExecSyncRequest {
             container_id: container_id.into(),
@@ -548,18 +568,22 @@ impl Prober {
         let timed_out = || format!("command {:?} timed out", command.join(" "));
         // The runtime enforces the timeout; this one guards against a runtime that does not.
         let response = tokio::time::timeout(timeout + Duration::from_secs(5), cri.runtime.exec_sync(request))
-            .await
-            .map_err(|_| timed_out())?;
+            .await;
+        let Ok(response) = response else { return Ok(Err(timed_out())) };
         match response {
             Ok(response) => {
                 let response = response.into_inner();
-                if response.exit_code == 0 { Ok(()) } else { Err(output_text(&response.stdout, &response.stderr)) }
+                Ok(if response.exit_code == 0 { Ok(()) } else { Err(output_text(&response.stdout, &response.stderr)) })
             }
-            Err(status) if status.code() == tug_cri::Code::DeadlineExceeded => Err(timed_out()),
-            Err(status) => Err(status.message().to_string()),
+            Err(status) if status.code() == tug_cri::Code::DeadlineExceeded => Ok(Err(timed_out())),
+            Err(status) => Err(RuntimeError(status.message().to_string())),
         }
     }
 }
+
+/// The runtime could not run a probe (it is down, or the container is gone): no verdict.
+#[derive(Debug)]
+struct RuntimeError(String);
 
 /// A probe command's output as its failure message: stdout then stderr, cut to the kubelet's
 /// limit.
