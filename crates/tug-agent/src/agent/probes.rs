@@ -567,8 +567,7 @@ impl Prober {
         };
         let timed_out = || format!("command {:?} timed out", command.join(" "));
         // The runtime enforces the timeout; this one guards against a runtime that does not.
-        let response = tokio::time::timeout(timeout + Duration::from_secs(5), cri.runtime.exec_sync(request))
-            .await;
+        let response = tokio::time::timeout(timeout + Duration::from_secs(5), cri.runtime.exec_sync(request)).await;
         let Ok(response) = response else { return Ok(Err(timed_out())) };
         match response {
             Ok(response) => {
