@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 
-use futures::{AsyncBufReadExt, TryStreamExt};
+use futures::{AsyncBufReadExt, SinkExt, StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Status;
 use kube::Client;
@@ -16,6 +16,7 @@ use kube::api::{Api, AttachParams, LogParams, PostParams};
 use serde_json::json;
 use support::{Agent, Cluster, DEADLINE, Host};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_tungstenite::tungstenite::Message;
 use tug_apiserver::server::RunningServer;
 use tug_testkit::eventually;
 
@@ -125,6 +126,7 @@ async fn logs_and_exec_reach_containers_through_the_api_server() {
         .expect("created");
     let missing_image = json!([{"name": "c", "image": "localhost/nope:latest", "imagePullPolicy": "Never"}]);
     pods.create(&post, &pod("stuck", missing_image)).await.expect("created");
+    pods.create(&post, &pod("web", json!([busybox("web", "httpd -f -p 8080 -h /etc")]))).await.expect("created");
     running(&pods, "logger", 0).await;
 
     // Logs: everything, a tail, timestamps.
@@ -146,7 +148,7 @@ async fn logs_and_exec_reach_containers_through_the_api_server() {
 
     // Exec: output, exit status, stdin, and a TTY.
     let (hostname, status) = exec(&pods, "logger", &["cat", "/etc/hostname"], None).await;
-    assert_eq!((hostname.trim(), status.status.as_deref()), ("logger", Some("Success")));
+    assert_eq!((hostname.trim(), status.status.as_deref()), ("logger", Some("Success")), "{status:?}");
     let (_, failed) = exec(&pods, "logger", &["sh", "-c", "exit 7"], None).await;
     assert_eq!(failed.status.as_deref(), Some("Failure"));
     assert_eq!(failed.reason.as_deref(), Some("NonZeroExitCode"));
@@ -160,6 +162,9 @@ async fn logs_and_exec_reach_containers_through_the_api_server() {
     shell.stdout().expect("stdout").read_to_string(&mut screen).await.expect("screen read");
     assert!(screen.contains("42"), "the TTY echoes and runs what was typed: {screen:?}");
     assert!(screen.contains('\r'), "a terminal writes CRLF: {screen:?}");
+
+    // A WebSocket v5.channel.k8s.io client, answered by the agent itself (containerd speaks v4).
+    v5_exec_speaks_channels(&client, "logger").await;
 
     // Follow sees new lines, and moves on to the next attempt after a restart.
     let params = LogParams { follow: true, ..LogParams::default() };
@@ -205,11 +210,19 @@ async fn logs_and_exec_reach_containers_through_the_api_server() {
     assert!(!ok && err.contains("exit code 3"), "{err}");
     let (ok, _, err) = kubectl(&kubeconfig, &["logs", "two"]);
     assert!(ok, "kubectl picks the first container itself: {err}");
+    // kubectl's WebSocket tries are answered: no fallback to SPDY.
+    let (ok, out, err) = kubectl(&kubeconfig, &["exec", "-v=9", "logger", "--", "cat", "/etc/hostname"]);
+    assert!(ok && out.trim() == "logger", "{err}");
+    assert!(!err.to_lowercase().contains("fallback"), "kubectl exec used its SPDY fallback: {err}");
+    running(&pods, "web", 0).await;
+    let (page, log) = kubectl_port_forward(&kubeconfig, "web", 8080, "/hostname").await;
+    assert!(page.starts_with("HTTP/1.") && page.ends_with("web\n"), "{page}");
+    assert!(!log.to_lowercase().contains("fallback"), "kubectl port-forward used its SPDY fallback: {log}");
 
     // The agent's API takes only the API server's client certificate.
     assert_refuses_other_clients(api_port, cluster.dir.path()).await;
 
-    for name in ["logger", "two", "stuck"] {
+    for name in ["logger", "two", "stuck", "web"] {
         pods.delete(name, &Default::default()).await.expect("deleted");
     }
     eventually("the pods to be gone", DEADLINE, || async {
@@ -219,6 +232,118 @@ async fn logs_and_exec_reach_containers_through_the_api_server() {
     .await;
     agent.stop().await;
     drop(host);
+}
+
+/// A raw v5 WebSocket exec of the pod's container: sends `input` (binary messages: stdin,
+/// resize, close signals), then returns stdout (channel 1) and the status (channel 3) once the
+/// server closed.
+async fn v5_exec(client: &Client, pod: &str, query: &str, input: &[&[u8]]) -> (String, Status) {
+    let uri = format!("/api/v1/namespaces/default/pods/{pod}/exec?{query}");
+    let request = http::Request::get(uri).body(Vec::new()).expect("a request");
+    let connection = client.connect(request).await.expect("the WebSocket upgrade");
+    assert!(connection.supports_stream_close(), "the server chose v5.channel.k8s.io");
+    let mut websocket = connection.into_stream();
+    for message in input {
+        websocket.send(Message::binary(message.to_vec())).await.expect("sent");
+    }
+    let (mut stdout, mut status) = (String::new(), None);
+    let read = async {
+        while let Some(message) = websocket.next().await {
+            let payload = match message.expect("a message") {
+                Message::Binary(payload) => payload,
+                Message::Close(_) => break,
+                _ => continue,
+            };
+            match payload.split_first() {
+                Some((1, data)) => stdout.push_str(&String::from_utf8_lossy(data)),
+                Some((3, json)) => status = Some(serde_json::from_slice::<Status>(json).expect("a Status")),
+                other => panic!("unexpected message {other:?}"),
+            }
+        }
+    };
+    tokio::time::timeout(DEADLINE, read).await.expect("the exec ends in time");
+    (stdout, status.expect("a status on channel 3"))
+}
+
+async fn v5_exec_speaks_channels(client: &Client, pod: &str) {
+    // stdin, then the close signal for it: cat sees end of file and exits.
+    let query = "command=cat&stdin=true&stdout=true&stderr=true";
+    let (out, status) = v5_exec(client, pod, query, &[b"\x00hello v5\n", &[255, 0]]).await;
+    assert_eq!((out.as_str(), status.status.as_deref()), ("hello v5\n", Some("Success")), "{status:?}");
+
+    let (_, failed) = v5_exec(client, pod, "command=sh&command=-c&command=exit%203&stdout=true", &[]).await;
+    assert_eq!((failed.status.as_deref(), failed.reason.as_deref()), (Some("Failure"), Some("NonZeroExitCode")));
+    let causes = failed.details.and_then(|d| d.causes).unwrap_or_default();
+    assert!(causes.iter().any(|c| c.reason.as_deref() == Some("ExitCode") && c.message.as_deref() == Some("3")));
+
+    // A TTY sized by a resize message. The resize travels apart from the process start, so the
+    // script waits (up to 5 s) for the size before printing it.
+    let script =
+        "for i in $(seq 50); do [ \"$(stty size 2>/dev/null)\" = \"30 100\" ] && break; sleep 0.1; done; stty size";
+    let query = format!("command=sh&command=-c&command={}&stdin=true&stdout=true&tty=true", encode(script));
+    let (screen, status) = v5_exec(client, pod, &query, &[b"\x04{\"Width\":100,\"Height\":30}"]).await;
+    assert_eq!(screen.trim(), "30 100", "the terminal has the size sent");
+    assert!(screen.contains('\r'), "a terminal writes CRLF: {screen:?}");
+    assert_eq!(status.status.as_deref(), Some("Success"), "{status:?}");
+}
+
+/// Percent-encodes a query value.
+fn encode(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") })
+        .collect()
+}
+
+/// `kubectl port-forward` of the pod's `port` on a free local port, one HTTP GET of `path`
+/// through it; returns the answer and kubectl's -v=9 log.
+async fn kubectl_port_forward(kubeconfig: &Path, pod: &str, port: u16, path: &str) -> (String, String) {
+    use std::io::{BufRead, BufReader, Read};
+    let mut child = Command::new("kubectl")
+        .env("KUBECONFIG", kubeconfig)
+        .args(["port-forward", "-v=9", pod, &format!(":{port}")])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("kubectl runs");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut stderr = child.stderr.take().expect("stderr");
+    let log = std::thread::spawn(move || {
+        let mut log = String::new();
+        let _ = stderr.read_to_string(&mut log);
+        log
+    });
+    // "Forwarding from 127.0.0.1:PORT -> 8080". The rest of stdout is drained: kubectl dies
+    // of SIGPIPE when it writes "Handling connection" to a closed pipe.
+    let (port_sender, port_receiver) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        let first = lines.next().and_then(Result::ok).unwrap_or_default();
+        let local = first.split(" -> ").next().and_then(|from| from.rsplit(':').next()).and_then(|p| p.parse().ok());
+        let _ = port_sender.send(local);
+        lines.for_each(drop);
+    });
+    let local: Option<u16> = port_receiver.await.ok().flatten();
+    let page = async {
+        let local = local.ok_or("no local port in kubectl's output")?;
+        let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", local)).await.map_err(|e| e.to_string())?;
+        tcp.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes()).await.map_err(|e| e.to_string())?;
+        let mut page = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            match tcp.read(&mut chunk).await {
+                Ok(0) => break,
+                Ok(n) => page.extend_from_slice(&chunk[..n]),
+                Err(e) => return Err(format!("{e} after {:?}", String::from_utf8_lossy(&page))),
+            }
+        }
+        Ok::<_, String>(String::from_utf8_lossy(&page).into_owned())
+    };
+    let page = tokio::time::timeout(DEADLINE, page).await.unwrap_or_else(|_| Err("timed out".into()));
+    let _ = child.kill();
+    let _ = child.wait();
+    let log = log.join().unwrap_or_default();
+    (page.unwrap_or_else(|e| panic!("no page through kubectl port-forward: {e}: {log}")), log)
 }
 
 /// TLS to the agent's API: no client certificate fails; a CA-signed one of another identity

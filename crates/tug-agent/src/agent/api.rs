@@ -6,9 +6,20 @@
 //! - `GET|POST /portForward/{ns}/{pod}`
 //!
 //! Exec, attach and port-forward ask the runtime (CRI `Exec`, `Attach`, `PortForward`) for a URL
-//! on its streaming server and relay the caller's upgrade request there unchanged: containerd
-//! answers the WebSocket (`v4.channel.k8s.io` and older) or SPDY upgrade itself, and once it
-//! switched protocols the agent copies bytes both ways, as the kubelet's proxying mode does.
+//! on its streaming server. Then, by the caller's upgrade:
+//!
+//! - WebSocket offering `v5.channel.k8s.io` (exec, attach; kubectl 1.30+ tries it first): the
+//!   agent answers the WebSocket itself and translates to SPDY `v4.channel.k8s.io` on the
+//!   runtime's URL (`translate::exec`), as Kubernetes' API server's StreamTranslator does.
+//! - WebSocket offering `SPDY/3.1+portforward.k8s.io` (port-forward; kubectl 1.31+): the agent
+//!   answers it and copies the tunnelled SPDY bytes to and from a plain SPDY upgrade of the
+//!   runtime's URL (`translate::tunnel`).
+//! - Anything else (SPDY/3.1, WebSocket `v4.channel.k8s.io` and older): relayed to the runtime
+//!   unchanged; containerd answers the upgrade itself, and once it switched protocols the agent
+//!   copies bytes both ways, as the kubelet's proxying mode does.
+//!
+//! Containerd 1.6 refuses the first two itself, so without the translation kubectl would spend
+//! a refused round trip and fall back to SPDY, and clients without a fallback would fail.
 //!
 //! Mutual TLS: the agent serves a certificate it makes for itself and accepts only clients
 //! whose certificate chains to the cluster CA and names the API server's client identity
@@ -25,11 +36,14 @@ use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Empty, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
+use hyper::upgrade::Upgraded;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::pki_types::CertificateDer;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::Role;
 use tug_cri::v1::{
     AttachRequest, Container, ContainerFilter, ContainerState, ExecRequest, ListContainersRequest,
     ListPodSandboxRequest, PodSandboxFilter, PodSandboxState, PodSandboxStateValue, PortForwardRequest,
@@ -38,6 +52,7 @@ use tug_cri::v1::{
 use super::AgentError;
 use super::logs::{self, LogOptions, LogSource};
 use super::spec::{CONTAINER_NAME_LABEL, NODE_LABEL, POD_NAME_LABEL, POD_NAMESPACE_LABEL, POD_UID_LABEL, PodRef};
+use super::translate::{self, StreamKind};
 
 /// The client identity the agent serves: the API server's kubelet-client certificate.
 pub const API_SERVER_CLIENT_NAME: &str = "kube-apiserver-kubelet-client";
@@ -144,6 +159,11 @@ fn truthy(value: &str) -> bool {
 }
 
 impl StreamOptions {
+    /// The kubelet protocol's streams for these options.
+    pub fn streams(&self) -> Vec<StreamKind> {
+        translate::streams_for(self.stdin, self.stdout, self.stderr, self.tty)
+    }
+
     /// Reads the query as the kubelet does: a TTY merges stderr into stdout, and at least one
     /// stream is required.
     pub fn from_query(pairs: &[(String, String)], needs_command: bool) -> Result<StreamOptions, String> {
@@ -322,17 +342,26 @@ impl AgentApi {
             }
             Endpoint::Exec { namespace, pod, container } if streaming => {
                 let options = StreamOptions::from_query(&pairs, true).map_err(bad_request)?;
+                let streams = options.streams();
                 let url = self.stream_url(&namespace, &pod, &container, options, false).await?;
-                relay(&url, req).await
+                stream(&url, req, streams).await
             }
             Endpoint::Attach { namespace, pod, container } if streaming => {
                 let options = StreamOptions::from_query(&pairs, false).map_err(bad_request)?;
+                let streams = options.streams();
                 let url = self.stream_url(&namespace, &pod, &container, options, true).await?;
-                relay(&url, req).await
+                stream(&url, req, streams).await
             }
             Endpoint::PortForward { namespace, pod } if streaming => {
                 let url = self.port_forward_url(&namespace, &pod).await?;
-                relay(&url, req).await
+                match translate::takeover(req.headers(), true) {
+                    Some(protocol) => {
+                        let answer = websocket_answer(&req, protocol)?;
+                        let runtime = spdy_to_runtime(&url, translate::PORT_FORWARD_PROTOCOL).await?;
+                        Ok(accept_websocket(req, answer, |websocket| translate::tunnel(websocket, runtime)))
+                    }
+                    None => relay(&url, req).await,
+                }
             }
             _ => Err(Failure(StatusCode::METHOD_NOT_ALLOWED, format!("{} is not allowed here", req.method()))),
         }
@@ -466,6 +495,55 @@ impl AgentApi {
             .into_inner()
             .url)
     }
+}
+
+/// Serves an exec or attach on the runtime's streaming `url`: a v5 WebSocket is translated to
+/// SPDY by the agent, anything else is relayed.
+async fn stream(url: &str, req: Request<Incoming>, streams: Vec<StreamKind>) -> Result<Response<Body>, Failure> {
+    match translate::takeover(req.headers(), false) {
+        Some(protocol) => {
+            let answer = websocket_answer(&req, protocol)?;
+            let runtime = spdy_to_runtime(url, translate::V4_CHANNEL_PROTOCOL).await?;
+            Ok(accept_websocket(req, answer, |websocket| translate::exec(websocket, runtime, streams)))
+        }
+        None => relay(url, req).await,
+    }
+}
+
+/// The runtime's streaming connection after a SPDY upgrade; its refusal is the caller's answer.
+async fn spdy_to_runtime(url: &str, protocol: &str) -> Result<TokioIo<Upgraded>, Failure> {
+    let upgraded =
+        translate::spdy_upgrade(url, protocol).await.map_err(|(status, message)| Failure(status, message))?;
+    Ok(TokioIo::new(upgraded))
+}
+
+/// The headers accepting the caller's WebSocket with `protocol`; checked before the runtime
+/// is asked for anything.
+fn websocket_answer(req: &Request<Incoming>, protocol: &'static str) -> Result<http::HeaderMap, Failure> {
+    translate::accept_headers(req.headers(), protocol).map_err(|m| Failure(StatusCode::BAD_REQUEST, m))
+}
+
+/// Switches the caller's connection to the WebSocket `answer` accepts and serves it with
+/// `serve` once switched.
+fn accept_websocket<F, Fut>(mut req: Request<Incoming>, answer: http::HeaderMap, serve: F) -> Response<Body>
+where
+    F: FnOnce(WebSocketStream<TokioIo<Upgraded>>) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send,
+{
+    let caller = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        match caller.await {
+            Ok(upgraded) => {
+                let websocket = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
+                serve(websocket).await;
+            }
+            Err(error) => tracing::debug!(%error, "WebSocket upgrade failed"),
+        }
+    });
+    let mut response = Response::new(Empty::new().map_err(|never| match never {}).boxed());
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    *response.headers_mut() = answer;
+    response
 }
 
 /// Headers that belong to the caller's hop, not to the runtime's streaming server.

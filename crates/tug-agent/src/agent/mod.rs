@@ -36,8 +36,10 @@ pub mod node;
 pub mod plan;
 mod pods;
 pub mod probes;
+pub mod spdy;
 pub mod spec;
 pub mod status;
+pub mod translate;
 pub mod volumes;
 
 use std::net::IpAddr;
