@@ -335,6 +335,18 @@ fn a_deployment_pulled_from_a_registry_serves_recovers_survives_a_restart_and_le
         assert!(container_status(pod, 0)["imageID"].as_str().is_some_and(|id| id.contains("sha256:")));
     }
 
+    // kubectl port-forward (SPDY tunnelled in WebSocket) serves a pod's HTTP on a local port.
+    let target = format!("pod/{}", pods[0]["metadata"]["name"].as_str().expect("name"));
+    let mut command = cluster.kubectl_command(&["port-forward", &target, ":8080"]);
+    let mut forward = command.stdout(Stdio::piped()).spawn().expect("kubectl port-forward");
+    // Kept open until kubectl is killed: it dies of SIGPIPE writing to a closed stdout.
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(forward.stdout.take().expect("stdout")));
+    let first = lines.next().and_then(Result::ok).unwrap_or_default(); // Forwarding from 127.0.0.1:PORT -> 8080
+    let port = first.split(" -> ").next().and_then(|from| from.rsplit(':').next()).and_then(|p| p.parse().ok());
+    let page = port.ok_or(first).and_then(|port| http_get("127.0.0.1", port, "/"));
+    let _ = (forward.kill(), forward.wait());
+    assert!(page.as_ref().is_ok_and(|p| p.contains("hello from tugboat busybox")), "port-forward: {page:?}");
+
     // Killing a container's process: the agent restarts it, the restart count says so.
     let victim = &pods[0];
     let name = victim["metadata"]["name"].as_str().expect("name").to_string();
