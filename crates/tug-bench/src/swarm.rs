@@ -28,9 +28,11 @@ impl Dockerd {
         let netns = format!("tugbench-swarm-{}", std::process::id());
         run_ok(Command::new("ip").args(["netns", "add", &netns]))?;
         run_ok(Command::new("ip").args(["netns", "exec", &netns, "ip", "link", "set", "lo", "up"]))?;
-        // `ip netns exec` execs dockerd, so the child's pid is dockerd's.
-        let child = Command::new("ip")
-            .args(["netns", "exec", &netns, "dockerd"])
+        // nsenter, not `ip netns exec`: that also remounts /sys, hiding the cgroup mounts
+        // dockerd needs. nsenter execs dockerd, so the child's pid is dockerd's.
+        let child = Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{netns}"))
+            .arg("dockerd")
             .arg("--data-root")
             .arg(root.join("data"))
             .arg("--exec-root")
