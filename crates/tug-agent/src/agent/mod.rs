@@ -30,6 +30,7 @@
 pub mod api;
 pub mod auth;
 pub mod cni;
+pub mod events;
 pub mod localpv;
 pub mod logs;
 pub mod node;

@@ -15,14 +15,15 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Event, EventSource, Node, ObjectReference};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, Time};
+use k8s_openapi::api::core::v1::{Event, Node, ObjectReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, Time};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 use tug_cri::v1::{RuntimeCondition, StatusRequest};
 
 use super::AgentError;
+use super::events::{Happening, kubelet_event};
 use crate::containerd::RuntimeStatus;
 use crate::sim::{LEASE_DURATION_SECONDS, LEASE_NAMESPACE};
 
@@ -39,8 +40,6 @@ pub const RUNTIME_RESTARTED_REASON: &str = "ContainerRuntimeRestarted";
 const RUNTIME_CHECK_EVERY: Duration = Duration::from_secs(1);
 /// How long the CRI may take to answer a health check before it counts as down.
 const RUNTIME_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
-/// The component node events name as their source.
-const COMPONENT: &str = "kubelet";
 
 /// What the Node says about the host.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -284,30 +283,14 @@ pub async fn post_status(client: &kube::Client, name: &str, host: &HostFacts, ap
 
 /// An event about node `name`, as the kubelet records them (in `default`, the node's name as
 /// its uid, which is where `kubectl describe node` looks).
-pub fn node_event(name: &str, (warning, reason, message): (bool, &str, &str), now: Timestamp) -> Event {
-    Event {
-        metadata: ObjectMeta {
-            name: Some(format!("{name}.{:x}", now.as_nanosecond())),
-            namespace: Some("default".into()),
-            ..ObjectMeta::default()
-        },
-        involved_object: ObjectReference {
-            kind: Some("Node".into()),
-            name: Some(name.into()),
-            uid: Some(name.into()),
-            ..ObjectReference::default()
-        },
-        reason: Some(reason.into()),
-        message: Some(message.into()),
-        type_: Some(if warning { "Warning" } else { "Normal" }.into()),
-        source: Some(EventSource { component: Some(COMPONENT.into()), host: Some(name.into()) }),
-        reporting_component: Some(COMPONENT.into()),
-        reporting_instance: Some(name.into()),
-        first_timestamp: Some(Time(now)),
-        last_timestamp: Some(Time(now)),
-        count: Some(1),
-        ..Event::default()
-    }
+pub fn node_event(name: &str, what: Happening, now: Timestamp) -> Event {
+    let regarding = ObjectReference {
+        kind: Some("Node".into()),
+        name: Some(name.into()),
+        uid: Some(name.into()),
+        ..ObjectReference::default()
+    };
+    kubelet_event(regarding, name, what, now)
 }
 
 async fn record_event(client: &kube::Client, name: &str, what: (bool, &str, &str)) {

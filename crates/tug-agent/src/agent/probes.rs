@@ -15,8 +15,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::{Container, Event, EventSource, ObjectReference, Pod, Probe};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use k8s_openapi::api::core::v1::{Container, Event, ObjectReference, Pod, Probe};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -25,11 +25,10 @@ use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 use tug_cri::v1::ExecSyncRequest;
 
+use super::events::{Happening, kubelet_event};
 use super::plan::{ContainerState, Observed};
 use super::spec::PodRef;
 
-/// The component events are reported as, like the kubelet's.
-const COMPONENT: &str = "kubelet";
 /// At most this much of a probe's output goes into its failure message (the kubelet's limit).
 const MAX_OUTPUT: usize = 10 * 1024;
 /// The grace period when neither the probe nor the pod names one (the API default).
@@ -214,40 +213,17 @@ pub fn readiness(container: &Container, running: bool, results: Option<&Results>
 }
 
 /// An event about container `container` of `pod`, as the kubelet reports it.
-pub fn container_event(
-    pod: &PodRef,
-    container: &str,
-    node: &str,
-    (warning, reason, message): (bool, &str, &str),
-    now: Timestamp,
-) -> Event {
-    Event {
-        metadata: ObjectMeta {
-            // Kubernetes' naming: the object's name and the time in hex nanoseconds.
-            name: Some(format!("{}.{:x}", pod.name, now.as_nanosecond())),
-            namespace: Some(pod.namespace.clone()),
-            ..ObjectMeta::default()
-        },
-        involved_object: ObjectReference {
-            api_version: Some("v1".into()),
-            kind: Some("Pod".into()),
-            namespace: Some(pod.namespace.clone()),
-            name: Some(pod.name.clone()),
-            uid: Some(pod.uid.clone()),
-            field_path: Some(format!("spec.containers{{{container}}}")),
-            ..ObjectReference::default()
-        },
-        reason: Some(reason.into()),
-        message: Some(message.into()),
-        type_: Some(if warning { "Warning" } else { "Normal" }.into()),
-        source: Some(EventSource { component: Some(COMPONENT.into()), host: Some(node.into()) }),
-        reporting_component: Some(COMPONENT.into()),
-        reporting_instance: Some(node.into()),
-        first_timestamp: Some(Time(now)),
-        last_timestamp: Some(Time(now)),
-        count: Some(1),
-        ..Event::default()
-    }
+pub fn container_event(pod: &PodRef, container: &str, node: &str, what: Happening, now: Timestamp) -> Event {
+    let regarding = ObjectReference {
+        api_version: Some("v1".into()),
+        kind: Some("Pod".into()),
+        namespace: Some(pod.namespace.clone()),
+        name: Some(pod.name.clone()),
+        uid: Some(pod.uid.clone()),
+        field_path: Some(format!("spec.containers{{{container}}}")),
+        ..ObjectReference::default()
+    };
+    kubelet_event(regarding, node, what, now)
 }
 
 /// The message of the `Killing` event of a container that failed its `kind` probe.
