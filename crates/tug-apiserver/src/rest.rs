@@ -260,7 +260,7 @@ fn prepare_create(rt: &ResourceType, req_ns: Option<&str>, obj: &mut Value) -> R
     }
     // Status is the controllers' to write; a create starts from an empty one, as Kubernetes'
     // strategies do (a Pod starts Pending, a Namespace Active).
-    let qos = qos_class(obj);
+    let qos = tug_core::qos::qos_class(obj);
     let map = obj.as_object_mut().expect("checked to be an object");
     match rt.kind {
         "Pod" => {
@@ -279,38 +279,6 @@ fn prepare_create(rt: &ResourceType, req_ns: Option<&str>, obj: &mut Value) -> R
         _ => {}
     }
     Ok(())
-}
-
-/// Kubernetes' QoS class from the containers' requests and limits.
-fn qos_class(pod: &Value) -> &'static str {
-    let containers: Vec<&Value> = ["containers", "initContainers"]
-        .iter()
-        .filter_map(|f| object::at(pod, &["spec", f]).and_then(Value::as_array))
-        .flatten()
-        .collect();
-    let mut any = false;
-    let mut guaranteed = true;
-    for c in &containers {
-        let requests = c.pointer("/resources/requests").and_then(Value::as_object);
-        let limits = c.pointer("/resources/limits").and_then(Value::as_object);
-        if requests.is_some_and(|r| !r.is_empty()) || limits.is_some_and(|l| !l.is_empty()) {
-            any = true;
-        }
-        for res in ["cpu", "memory"] {
-            let limit = limits.and_then(|l| l.get(res));
-            let request = requests.and_then(|r| r.get(res)).or(limit);
-            if limit.is_none() || request != limit {
-                guaranteed = false;
-            }
-        }
-    }
-    if !any {
-        "BestEffort"
-    } else if guaranteed {
-        "Guaranteed"
-    } else {
-        "Burstable"
-    }
 }
 
 impl Api {
@@ -1330,17 +1298,6 @@ static SCALE_RT: ResourceType = ResourceType {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn qos_classes() {
-        let best = json!({"spec": {"containers": [{"name": "a"}]}});
-        let guaranteed =
-            json!({"spec": {"containers": [{"name": "a", "resources": {"limits": {"cpu": "1", "memory": "1Gi"}}}]}});
-        let burstable = json!({"spec": {"containers": [{"name": "a", "resources": {"requests": {"cpu": "1"}}}]}});
-        assert_eq!(qos_class(&best), "BestEffort");
-        assert_eq!(qos_class(&guaranteed), "Guaranteed");
-        assert_eq!(qos_class(&burstable), "Burstable");
-    }
 
     #[test]
     fn claims_without_a_class_get_the_default_one() {

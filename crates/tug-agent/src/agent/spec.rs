@@ -476,7 +476,7 @@ const READONLY_PATHS: [&str; 5] = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/
 /// does with the cgroupfs driver.
 pub fn cgroup_parent(pod: &Pod) -> String {
     let [guaranteed, burstable, best_effort] = pod_cgroup_dirs(&PodRef::of(pod).uid);
-    match super::status::qos_class(pod) {
+    match super::status::qos_class(pod).as_str() {
         "Guaranteed" => guaranteed,
         "Burstable" => burstable,
         _ => best_effort,

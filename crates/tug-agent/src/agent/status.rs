@@ -34,31 +34,12 @@ fn time_of_nanos(ns: i64) -> Option<Time> {
     (ns > 0).then(|| Timestamp::from_nanosecond(i128::from(ns)).ok().map(Time)).flatten()
 }
 
-/// The QoS class of a pod (Guaranteed: every container has cpu and memory limits equal to its
-/// requests; BestEffort: nothing requested or limited; else Burstable).
-pub fn qos_class(pod: &Pod) -> &'static str {
-    let Some(spec) = pod.spec.as_ref() else { return "BestEffort" };
-    let all = spec.containers.iter().chain(spec.init_containers.iter().flatten());
-    let mut any = false;
-    let mut guaranteed = true;
-    for container in all {
-        let resources = container.resources.clone().unwrap_or_default();
-        let (requests, limits) = (resources.requests.unwrap_or_default(), resources.limits.unwrap_or_default());
-        any |= !requests.is_empty() || !limits.is_empty();
-        for resource in ["cpu", "memory"] {
-            let limit = limits.get(resource);
-            let request = requests.get(resource).or(limit);
-            if limit.is_none() || request != limit {
-                guaranteed = false;
-            }
-        }
-    }
-    if !any {
-        "BestEffort"
-    } else if guaranteed {
-        "Guaranteed"
-    } else {
-        "Burstable"
+/// The QoS class of a pod: the one the API server set on create, computed the same way
+/// (`tug_core::qos`) only for a pod that somehow lacks it.
+pub fn qos_class(pod: &Pod) -> String {
+    match pod.status.as_ref().and_then(|s| s.qos_class.clone()) {
+        Some(class) => class,
+        None => tug_core::qos::qos_class(&serde_json::to_value(pod).unwrap_or_default()).to_string(),
     }
 }
 
@@ -209,7 +190,7 @@ pub fn pod_status(pod: &Pod, desired: &Desired, facts: &Facts) -> PodStatus {
         pod_ips: pod_ip.clone().map(|ip| vec![PodIP { ip }]),
         pod_ip,
         start_time: existing.start_time.clone().or(Some(Time(now))),
-        qos_class: Some(qos_class(pod).into()),
+        qos_class: Some(qos_class(pod)),
         container_statuses: Some(statuses),
         init_container_statuses: (!init_statuses.is_empty()).then_some(init_statuses),
         ..existing
