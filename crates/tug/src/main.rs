@@ -248,42 +248,70 @@ fn agent(args: AgentArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let ca_file = args
-        .ca_file
-        .clone()
-        .unwrap_or_else(|| args.token_file.parent().unwrap_or(std::path::Path::new(".")).join("tls/ca.crt"));
     let mut options = tug_agent::agent::AgentOptions::new(node_name.clone(), args.data_dir.clone());
     options.containerd_socket = args.containerd_socket.clone();
     options.pod_cidr = args.pod_cidr.clone();
     options.cni_bridge = args.cni_bridge.clone();
     options.api_port = args.api_port;
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("tug agent: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    runtime.block_on(async {
-        let stop = stop_signal();
-        let client = match tug_agent::sim::client_from_token(&args.server, &args.token_file, &ca_file) {
-            Ok(c) => c,
+    let join =
+        Join { component: "tug agent", server: &args.server, token_file: &args.token_file, ca_file: &args.ca_file };
+    let joining = format!("tug agent: node {node_name} joining {}", args.server);
+    join.run(|client, ca_file, stop| async move {
+        // The client checked the CA; the agent's API verifies the API server's certificate with it.
+        options.ca_cert_pem = std::fs::read_to_string(ca_file).ok();
+        eprintln!("{joining}");
+        tug_agent::agent::run(client, options, stop).await
+    })
+}
+
+/// How `tug agent` and `tug sim` join a cluster: the server's URL, the node token, and the
+/// cluster CA (default: `tls/ca.crt` beside the token, where `tug server` writes both).
+struct Join<'a> {
+    component: &'static str,
+    server: &'a str,
+    token_file: &'a std::path::Path,
+    ca_file: &'a Option<PathBuf>,
+}
+
+impl Join<'_> {
+    /// Runs `work` with a client of the cluster until SIGTERM/SIGINT: 2 when the token or CA
+    /// cannot be used, 1 when `work` fails.
+    fn run<F, Fut, E>(&self, work: F) -> ExitCode
+    where
+        F: FnOnce(kube::Client, PathBuf, std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>) -> Fut,
+        Fut: std::future::Future<Output = Result<(), E>>,
+        E: std::fmt::Display,
+    {
+        let component = self.component;
+        let ca_file = self
+            .ca_file
+            .clone()
+            .unwrap_or_else(|| self.token_file.parent().unwrap_or(std::path::Path::new(".")).join("tls/ca.crt"));
+        let runtime = match tokio::runtime::Runtime::new() {
+            Ok(rt) => rt,
             Err(e) => {
-                eprintln!("tug agent: {e}");
-                return ExitCode::from(2);
+                eprintln!("{component}: cannot start the async runtime: {e}");
+                return ExitCode::FAILURE;
             }
         };
-        // The client checked the CA; the agent's API verifies the API server's certificate with it.
-        options.ca_cert_pem = std::fs::read_to_string(&ca_file).ok();
-        eprintln!("tug agent: node {node_name} joining {}", args.server);
-        match tug_agent::agent::run(client, options, stop).await {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("tug agent: {e}");
-                ExitCode::FAILURE
+        runtime.block_on(async {
+            let stop = Box::pin(stop_signal());
+            let client = match tug_agent::sim::client_from_token(self.server, self.token_file, &ca_file) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("{component}: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            match work(client, ca_file, stop).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("{component}: {e}");
+                    ExitCode::FAILURE
+                }
             }
-        }
-    })
+        })
+    }
 }
 
 /// The options of the agent inside `tug server`: the server's data dir holds its containerd,
@@ -332,10 +360,6 @@ fn sim(args: SimArgs) -> ExitCode {
             }
         }
     }
-    let ca_file = args
-        .ca_file
-        .clone()
-        .unwrap_or_else(|| args.token_file.parent().unwrap_or(std::path::Path::new(".")).join("tls/ca.crt"));
     let options = tug_agent::sim::SimOptions {
         nodes: args.nodes,
         name_prefix: args.name_prefix.clone(),
@@ -348,30 +372,13 @@ fn sim(args: SimArgs) -> ExitCode {
         ready_delay: std::time::Duration::from_millis(args.ready_delay_ms),
         ..Default::default()
     };
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("tug sim: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    runtime.block_on(async {
-        let stop = stop_signal();
-        let client = match tug_agent::sim::client_from_token(&args.server, &args.token_file, &ca_file) {
-            Ok(c) => c,
-            Err(e) => {
-                eprintln!("tug sim: {e}");
-                return ExitCode::from(2);
-            }
-        };
-        eprintln!("tug sim: running {} hollow nodes named {}-N against {}", args.nodes, args.name_prefix, args.server);
-        match tug_agent::sim::run(client, options, stop).await {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("tug sim: {e}");
-                ExitCode::FAILURE
-            }
-        }
+    let join =
+        Join { component: "tug sim", server: &args.server, token_file: &args.token_file, ca_file: &args.ca_file };
+    let running =
+        format!("tug sim: running {} hollow nodes named {}-N against {}", args.nodes, args.name_prefix, args.server);
+    join.run(|client, _, stop| async move {
+        eprintln!("{running}");
+        tug_agent::sim::run(client, options, stop).await
     })
 }
 
