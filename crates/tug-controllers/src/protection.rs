@@ -75,11 +75,14 @@ impl Controller {
                 queue.add(Key::of(claim));
             }
         });
-        // A pod that finishes or goes may release its claims.
-        let queue = controller.queue.clone();
+        // A pod that finishes or goes may release its claims; only claims being deleted are
+        // worth a look (pod status updates are frequent, terminating claims rare).
+        let (queue, claims) = (controller.queue.clone(), controller.claims.clone());
         pods.on_change(move |old, new| {
             for pod in [old, new].into_iter().flatten() {
-                claims_of(pod).for_each(|key| queue.add(key));
+                claims_of(pod)
+                    .filter(|key| claims.get(key).is_some_and(|c| awaits_release(&c)))
+                    .for_each(|key| queue.add(key));
             }
         });
         controller
