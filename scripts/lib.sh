@@ -41,7 +41,7 @@ ensure_rust() {
 }
 
 # What building tug needs: a C compiler for SQLite, protoc for the etcd and CRI protocols.
-BUILD_PACKAGES=(build-essential pkg-config protobuf-compiler)
+BUILD_PACKAGES=(build-essential pkg-config protobuf-compiler libprotobuf-dev)
 
 # The container runtime the agent drives through CRI: containerd + runc, the CNI plugins its
 # pods' network needs, and busybox-static from which scripts/demo-images builds the demo images.
