@@ -88,8 +88,11 @@ cp /etc/resolv.conf "$root/etc/resolv.conf"
 t_root=$(( $(date +%s) - t0 ))
 
 # Inside private mount and PID namespaces: mounts, then the README's up command in the chroot.
+# The root is bound onto itself first: runc makes the container's "/" a slave mount, which fails
+# with EINVAL where "/" is a plain directory (a chroot) rather than a mount point.
 home=${HOME:-/root}
-inner="mount -t proc proc '$root/proc'
+inner="mount --bind '$root' '$root'
+mount -t proc proc '$root/proc'
 mount --rbind /sys '$root/sys'
 mount --rbind /dev '$root/dev'
 mount --bind '$home/.cargo' '$root/root/.cargo'

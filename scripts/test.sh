@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every check and test: formatting, clippy, fast unit tests, then the tests that start real
-# things (etcd, containerd, crashing child processes, a tmpfs for the full-disk test). Needs root for the
+# things (etcd, containerd, crashing child processes, a tmpfs for the full-disk test), and last the
+# README's up command in a clean Debian 12 root (scripts/fresh-root.sh). Needs root for the
 # latter, as CI has.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,3 +26,5 @@ echo "== unit tests"
 cargo test --workspace --lib --bins --quiet
 echo "== integration tests (real etcd, crash, full disk, API server with kubectl and client libraries)"
 cargo test --workspace --test '*' --quiet -- --test-threads=4
+echo "== the README's up command on a clean Debian 12 root (catches install steps this machine hides)"
+scripts/fresh-root.sh
