@@ -260,7 +260,7 @@ fn prepare_create(rt: &ResourceType, req_ns: Option<&str>, obj: &mut Value) -> R
     }
     // Status is the controllers' to write; a create starts from an empty one, as Kubernetes'
     // strategies do (a Pod starts Pending, a Namespace Active).
-    let qos = tug_core::qos::qos_class(obj);
+    let qos = tug_k8s::qos::qos_class(obj);
     let map = obj.as_object_mut().expect("checked to be an object");
     match rt.kind {
         "Pod" => {

@@ -8,7 +8,7 @@
 //!   availability, ownership, templates, deletion order); [`claim`] — adoption and release.
 //! - [`replicaset`], [`deployment`] — replicas, rolling updates, rollbacks.
 //! - [`daemonset`], [`statefulset`] — one pod per node; ordered, stable pods with claims.
-//! - [`job`], [`cronjob`] (with [`cron`] schedules) — batch work.
+//! - [`job`], [`cronjob`] (schedules parsed by `tug_k8s::cron`) — batch work.
 //! - [`gc`] — garbage collection through ownerReferences; [`nodelifecycle`] — silent nodes
 //!   tainted and their pods evicted.
 //! - [`disruption`] — PodDisruptionBudget status, which evictions (`kubectl drain`) obey.
@@ -17,7 +17,6 @@
 //! - [`events`] — Events about what the controllers did.
 
 pub mod claim;
-pub mod cron;
 pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;

@@ -19,6 +19,7 @@ use k8s_openapi::api::core::v1::{Node, NodeCondition, Pod, Taint, Toleration};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use serde_json::json;
+use tug_k8s::taints::tolerates;
 
 use crate::events::{Note, Recorder};
 use crate::pods;
@@ -49,19 +50,6 @@ pub fn eviction_delay(tolerations: &[Toleration], taints: &[Taint], now: jiff::T
     let (seconds, added) = shortest?;
     let until = added + jiff::SignedDuration::from_secs(seconds);
     Some(Duration::try_from(until.duration_since(now)).unwrap_or_default())
-}
-
-fn tolerates(t: &Toleration, taint: &Taint) -> bool {
-    let effect_ok = t.effect.as_deref().is_none_or(|e| e.is_empty() || e == taint.effect);
-    let key = t.key.as_deref().unwrap_or_default();
-    let key_ok = key.is_empty() || key == taint.key;
-    let value_ok = match t.operator.as_deref().unwrap_or("Equal") {
-        "Exists" => true,
-        _ => t.value.as_deref().unwrap_or_default() == taint.value.as_deref().unwrap_or_default(),
-    };
-    // An empty key matches every taint only with Exists.
-    let empty_key_ok = !key.is_empty() || t.operator.as_deref() == Some("Exists");
-    effect_ok && key_ok && value_ok && empty_key_ok
 }
 
 /// The taints a node should carry given whether it is reachable and, if so, whether its agent

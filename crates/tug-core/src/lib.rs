@@ -7,7 +7,6 @@
 pub mod convert;
 pub mod defaults;
 pub mod patch;
-pub mod qos;
 pub mod registry;
 pub mod selector;
 pub mod status;

@@ -293,7 +293,7 @@ pub fn resource_field_value(
         "requests" => resources.requests.unwrap_or_default(),
         _ => return Err(ConfigError(format!("unsupported container resource : {resource}"))),
     };
-    let nanos = |text: &str| tug_core::validation::parse_quantity(text);
+    let nanos = |text: &str| tug_k8s::quantity::parse_quantity(text);
     let quantity = set.get(name).and_then(|q| nanos(&q.0));
     let divisor = divisor.and_then(nanos).filter(|d| *d > 0);
     let value = match name {
@@ -433,7 +433,7 @@ pub fn environment(
 
 /// A quantity in thousandths (millicores for cpu), rounded up.
 fn milli(quantity: &str) -> Option<i64> {
-    let nano = tug_core::validation::parse_quantity(quantity)?;
+    let nano = tug_k8s::quantity::parse_quantity(quantity)?;
     i64::try_from((nano + 999_999) / 1_000_000).ok()
 }
 

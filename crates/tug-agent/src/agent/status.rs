@@ -35,11 +35,11 @@ fn time_of_nanos(ns: i64) -> Option<Time> {
 }
 
 /// The QoS class of a pod: the one the API server set on create, computed the same way
-/// (`tug_core::qos`) only for a pod that somehow lacks it.
+/// (`tug_k8s::qos`) only for a pod that somehow lacks it.
 pub fn qos_class(pod: &Pod) -> String {
     match pod.status.as_ref().and_then(|s| s.qos_class.clone()) {
         Some(class) => class,
-        None => tug_core::qos::qos_class(&serde_json::to_value(pod).unwrap_or_default()).to_string(),
+        None => tug_k8s::qos::qos_class(&serde_json::to_value(pod).unwrap_or_default()).to_string(),
     }
 }
 

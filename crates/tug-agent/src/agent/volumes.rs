@@ -214,7 +214,7 @@ pub fn plan_volume(
             "Memory" => true,
             other => return Err(error(format!("emptyDir medium {other:?} is not supported"))),
         };
-        let size_limit = empty.size_limit.as_ref().and_then(|q| tug_core::validation::parse_quantity(&q.0));
+        let size_limit = empty.size_limit.as_ref().and_then(|q| tug_k8s::quantity::parse_quantity(&q.0));
         let size_bytes = if memory { memory_volume_size(pod, size_limit, inputs.node) } else { None };
         return Ok(PlannedVolume {
             name: name.into(),
@@ -331,7 +331,7 @@ fn pod_memory_limit(pod: &Pod) -> Option<i128> {
     let spec = pod.spec.as_ref()?;
     let limit = |c: &Container| {
         let limits = c.resources.as_ref()?.limits.as_ref()?;
-        tug_core::validation::parse_quantity(&limits.get("memory")?.0)
+        tug_k8s::quantity::parse_quantity(&limits.get("memory")?.0)
     };
     let mut sum = 0i128;
     for container in &spec.containers {

@@ -24,7 +24,8 @@ use k8s_openapi::api::batch::v1::{CronJob, CronJobStatus, Job};
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 
-use crate::cron::Schedule;
+use tug_k8s::cron::Schedule;
+
 use crate::events::Note;
 use crate::job::core::{finished_condition, is_finished};
 use crate::pods::{controller_ref, is_deleting};
@@ -180,6 +181,27 @@ fn schedule(o: &Observed, jobs: &[&Job], plan: &mut Plan) {
             plan.events
                 .push(Note::warning("UnparseableSchedule", format!("unparseable schedule: {:?} : {e}", spec.schedule)));
             return;
+        }
+    };
+    // A zone in the schedule itself (only an old object can have one: the API refuses it on
+    // create) wins over spec.timeZone, with Kubernetes' warning.
+    let tz = match schedule.time_zone() {
+        None => tz,
+        Some(name) => {
+            plan.events.push(Note::warning(
+                "UnsupportedSchedule",
+                format!(
+                    "CRON_TZ or TZ used in schedule {:?} is not officially supported, see https://kubernetes.io/docs/concepts/workloads/controllers/cron-jobs/ for more details",
+                    spec.schedule
+                ),
+            ));
+            match TimeZone::get(name) {
+                Ok(tz) => tz,
+                Err(e) => {
+                    plan.events.push(Note::warning("UnknownTimeZone", format!("invalid time zone {name:?}: {e}")));
+                    return;
+                }
+            }
         }
     };
     let now = o.now;
@@ -567,7 +589,10 @@ mod tests {
         assert_eq!(reasons(&plan), ["UnparseableSchedule"]);
         let plan = run(&cronjob("0 0 30 2 *", |_| {}), &[], now);
         assert_eq!((reasons(&plan), plan.requeue_after), (vec!["InvalidSchedule"], None));
+        // A zone inside the schedule (only old objects have one) runs, with Kubernetes' warning.
         let plan = run(&cronjob("TZ=UTC 0 * * * *", |_| {}), &[], now);
-        assert!(plan.events[0].message.contains("spec.timeZone"));
+        assert_eq!(reasons(&plan)[0], "UnsupportedSchedule");
+        let plan = run(&cronjob("TZ=Mars/Olympus 0 * * * *", |_| {}), &[], now);
+        assert_eq!(reasons(&plan), ["UnsupportedSchedule", "UnknownTimeZone"]);
     }
 }

@@ -22,7 +22,8 @@ use k8s_openapi::api::core::v1::{
     Affinity, Node, NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, Pod, PodSpec, Toleration,
 };
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use tug_scheduler::core::{NodeTerm, Taint};
+use tug_k8s::taints;
+use tug_scheduler::core::NodeTerm;
 
 use crate::events::Note;
 use crate::pods;
@@ -172,7 +173,7 @@ struct Placement {
     node_selector: BTreeMap<String, String>,
     /// `None`: no required node affinity; `Some(terms)`: one must match.
     required: Option<Vec<NodeTerm>>,
-    tolerations: Vec<tug_scheduler::core::Toleration>,
+    tolerations: Vec<taints::Toleration>,
 }
 
 impl Placement {
@@ -189,19 +190,7 @@ impl Placement {
             node_name: spec.node_name.clone().filter(|n| !n.is_empty()),
             node_selector: spec.node_selector.clone().unwrap_or_default(),
             required,
-            tolerations: spec
-                .tolerations
-                .iter()
-                .flatten()
-                .map(|t| {
-                    tug_scheduler::core::Toleration::new(
-                        t.key.as_deref().unwrap_or_default(),
-                        t.operator.as_deref().unwrap_or_default(),
-                        t.value.as_deref().unwrap_or_default(),
-                        t.effect.as_deref().unwrap_or_default(),
-                    )
-                })
-                .collect(),
+            tolerations: spec.tolerations.iter().flatten().map(taints::Toleration::from).collect(),
         }
     }
 
@@ -220,8 +209,7 @@ impl Placement {
         }
         let untolerated = |effects: &[&str]| {
             node.spec.as_ref().and_then(|s| s.taints.as_ref()).into_iter().flatten().any(|t| {
-                let taint =
-                    Taint { key: t.key.clone(), value: t.value.clone().unwrap_or_default(), effect: t.effect.clone() };
+                let taint = taints::Taint::from(t);
                 effects.contains(&taint.effect.as_str()) && !self.tolerations.iter().any(|tol| tol.tolerates(&taint))
             })
         };

@@ -22,13 +22,14 @@ mod volumes;
 mod tests;
 
 pub use diagnosis::{Diagnosis, Reason};
+pub use labels::NodeTerm;
 pub use labels::{HOSTNAME_LABEL, ZONE_LABEL};
-pub use node::{NodeInfo, Taint};
+pub use node::NodeInfo;
 pub use pod::PodInfo;
 pub use resources::{DEFAULT_MEMORY_REQUEST, DEFAULT_MILLI_CPU_REQUEST, Resources};
 pub use snapshot::Snapshot;
+pub use tug_k8s::taints::{Taint, Toleration};
 pub use volumes::SELECTED_NODE_ANNOTATION;
-pub use {labels::NodeTerm, pod::Toleration};
 
 /// How nodes that fit are ranked by their resources.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

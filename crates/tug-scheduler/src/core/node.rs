@@ -4,25 +4,9 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::Node;
 
+use tug_k8s::taints::Taint;
+
 use super::resources::Resources;
-
-/// A node taint.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Taint {
-    pub key: String,
-    pub value: String,
-    pub effect: String,
-}
-
-impl Taint {
-    /// NoSchedule and NoExecute keep pods that do not tolerate them off the node.
-    pub fn is_hard(&self) -> bool {
-        self.effect == "NoSchedule" || self.effect == "NoExecute"
-    }
-    pub fn is_preference(&self) -> bool {
-        self.effect == "PreferNoSchedule"
-    }
-}
 
 /// A node as the scheduler sees it: name, labels, taints, cordon flag and allocatable amounts.
 /// What is placed on it lives in the [`super::Snapshot`].
@@ -45,16 +29,7 @@ impl NodeInfo {
         NodeInfo {
             name: node.metadata.name.clone().unwrap_or_default(),
             labels: node.metadata.labels.clone().unwrap_or_default(),
-            taints: spec
-                .and_then(|s| s.taints.as_ref())
-                .into_iter()
-                .flatten()
-                .map(|t| Taint {
-                    key: t.key.clone(),
-                    value: t.value.clone().unwrap_or_default(),
-                    effect: t.effect.clone(),
-                })
-                .collect(),
+            taints: spec.and_then(|s| s.taints.as_ref()).into_iter().flatten().map(Taint::from).collect(),
             unschedulable: spec.and_then(|s| s.unschedulable).unwrap_or(false),
             allocatable: Resources::from_list(list),
         }

@@ -2,10 +2,11 @@
 //! out once (per-class verdicts and scores, topology counts, blocked domains), so visiting a
 //! node costs a class look-up, four comparisons and a little float arithmetic.
 
+use tug_k8s::taints::Taint;
+
 use super::Strategy;
 use super::diagnosis::{Diagnosis, Reason};
 use super::labels::{HOSTNAME_LABEL, ZONE_LABEL};
-use super::node::Taint;
 use super::pod::{PodInfo, SpreadConstraint};
 use super::resources::Resources;
 use super::snapshot::{HotNode, NO_DOMAIN, Snapshot, stable_hash};

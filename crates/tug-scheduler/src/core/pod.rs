@@ -3,43 +3,10 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{Pod, PodAffinityTerm, TopologySpreadConstraint};
+use tug_k8s::taints::{Taint, Toleration};
 
 use super::labels::{HOSTNAME_LABEL, NodeTerm, Op, Requirement, Selector};
-use super::node::Taint;
 use super::resources::{Resources, pod_requests};
-
-/// A toleration; an empty key with `Exists` tolerates every taint.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Toleration {
-    key: String,
-    exists: bool,
-    /// False for an operator Kubernetes does not know: tolerates nothing.
-    valid: bool,
-    value: String,
-    effect: String,
-}
-
-impl Toleration {
-    pub fn new(key: &str, operator: &str, value: &str, effect: &str) -> Toleration {
-        let (exists, valid) = match operator {
-            "Exists" => (true, true),
-            "Equal" | "" => (false, true),
-            _ => (false, false),
-        };
-        Toleration { key: key.to_string(), exists, valid, value: value.to_string(), effect: effect.to_string() }
-    }
-
-    /// Kubernetes' `ToleratesTaint`.
-    pub fn tolerates(&self, taint: &Taint) -> bool {
-        if !self.effect.is_empty() && self.effect != taint.effect {
-            return false;
-        }
-        if !self.key.is_empty() && self.key != taint.key {
-            return false;
-        }
-        self.valid && (self.exists || self.value == taint.value)
-    }
-}
 
 /// A host port a container asks for; an empty or `0.0.0.0` IP means every address.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -283,19 +250,7 @@ impl PodInfo {
                 .and_then(|a| a.pod_anti_affinity.as_ref())
                 .and_then(|a| a.required_during_scheduling_ignored_during_execution.as_ref()),
         );
-        let tolerations = spec
-            .tolerations
-            .iter()
-            .flatten()
-            .map(|t| {
-                Toleration::new(
-                    t.key.as_deref().unwrap_or(""),
-                    t.operator.as_deref().unwrap_or(""),
-                    t.value.as_deref().unwrap_or(""),
-                    t.effect.as_deref().unwrap_or(""),
-                )
-            })
-            .collect();
+        let tolerations = spec.tolerations.iter().flatten().map(Toleration::from).collect();
         let host_ports = spec
             .containers
             .iter()

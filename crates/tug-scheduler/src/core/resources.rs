@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{Container, PodSpec};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use tug_core::validation::parse_quantity;
+use tug_k8s::quantity::parse_quantity;
 
 /// The request the scheduler assumes for a container that sets no cpu request when it *scores*
 /// nodes (Kubernetes' `DefaultMilliCPURequest`); fit checks use the real request.

@@ -9,9 +9,10 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 use k8s_openapi::api::storage::v1::StorageClass;
+use tug_k8s::taints::Taint;
 
 use super::labels::{HOSTNAME_LABEL, Op, Requirement, Selector};
-use super::node::{NodeInfo, Taint};
+use super::node::NodeInfo;
 use super::pod::{AffinityTerm, HostPort, Namespaces, PodInfo};
 use super::resources::Resources;
 use super::volumes::Volumes;
