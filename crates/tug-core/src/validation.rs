@@ -25,12 +25,12 @@ pub fn validate_create(rt: &ResourceType, obj: &serde_json::Value) -> Vec<Cause>
     validate_metadata(rt, root, &mut errs);
     let spec = obj_at(root, "spec");
     match (rt.group, rt.kind) {
-        ("", "Pod") => validate_pod_spec(spec, "spec", POD_RESTART_POLICIES, true, &mut errs),
+        ("", "Pod") => validate_pod_spec(spec, "spec", POD_RESTART_POLICIES, true, &HashSet::new(), &mut errs),
         ("", "Service") => validate_service(spec, &mut errs),
         ("", "ConfigMap") => validate_config_map(root, &mut errs),
         ("", "Secret") => validate_secret(root, &mut errs),
         ("apps", "Deployment") => validate_deployment(spec, &mut errs),
-        ("apps", "ReplicaSet") => validate_replicated(spec, "replicaset", &mut errs),
+        ("apps", "ReplicaSet") => validate_replicated(spec, "replicaset", &HashSet::new(), &mut errs),
         ("apps", "StatefulSet") => validate_stateful_set(spec, &mut errs),
         ("apps", "DaemonSet") => validate_daemon_set(spec, &mut errs),
         ("batch", "Job") => validate_job_spec(spec, "spec", &mut errs),
@@ -503,15 +503,19 @@ fn validate_port_number(value: &Value, field: &str, errs: &mut Errors) {
 }
 
 /// A pod spec at `path`. `restart_policies` are the ones the owning kind allows; `is_pod` adds
-/// the checks Kubernetes only makes on Pods (not templates).
+/// the checks Kubernetes only makes on Pods (not templates); `claim_volumes` are the names of a
+/// StatefulSet's volumeClaimTemplates, which the controller adds to each pod as volumes, so
+/// volumeMounts may name them.
 fn validate_pod_spec(
     spec: &Map<String, Value>,
     path: &str,
     restart_policies: &[&str],
     is_pod: bool,
+    claim_volumes: &HashSet<String>,
     errs: &mut Errors,
 ) {
-    let volume_names = validate_volumes(spec, path, errs);
+    let mut volume_names = validate_volumes(spec, path, errs);
+    volume_names.extend(claim_volumes.iter().cloned());
     let mut container_names = HashSet::new();
     if array_at(spec, "containers").is_empty() {
         errs.required(&format!("{path}.containers"), "");
@@ -843,6 +847,7 @@ fn validate_selector_and_template(
     kind: &str,
     restart_policies: &[&str],
     selector_required: bool,
+    claim_volumes: &HashSet<String>,
     errs: &mut Errors,
 ) {
     let template = obj_at(spec, "template");
@@ -873,18 +878,18 @@ fn validate_selector_and_template(
     let meta = obj_at(template, "metadata");
     validate_labels(meta.get("labels"), "spec.template.metadata.labels", errs);
     validate_annotations(meta.get("annotations"), "spec.template.metadata.annotations", errs);
-    validate_pod_spec(obj_at(template, "spec"), "spec.template.spec", restart_policies, false, errs);
+    validate_pod_spec(obj_at(template, "spec"), "spec.template.spec", restart_policies, false, claim_volumes, errs);
 }
 
 /// ReplicaSet (and the shared part of Deployment, StatefulSet, DaemonSet).
-fn validate_replicated(spec: &Map<String, Value>, kind: &str, errs: &mut Errors) {
+fn validate_replicated(spec: &Map<String, Value>, kind: &str, claim_volumes: &HashSet<String>, errs: &mut Errors) {
     errs.non_negative(spec, "replicas", "spec.replicas");
     errs.non_negative(spec, "minReadySeconds", "spec.minReadySeconds");
-    validate_selector_and_template(spec, kind, &["Always"], true, errs);
+    validate_selector_and_template(spec, kind, &["Always"], true, claim_volumes, errs);
 }
 
 fn validate_deployment(spec: &Map<String, Value>, errs: &mut Errors) {
-    validate_replicated(spec, "deployment", errs);
+    validate_replicated(spec, "deployment", &HashSet::new(), errs);
     errs.non_negative(spec, "revisionHistoryLimit", "spec.revisionHistoryLimit");
     let strategy = obj_at(spec, "strategy");
     match str_at(strategy, "type") {
@@ -953,7 +958,16 @@ fn validate_rolling_update(rolling: &Map<String, Value>, path: &str, errs: &mut 
 }
 
 fn validate_stateful_set(spec: &Map<String, Value>, errs: &mut Errors) {
-    validate_replicated(spec, "statefulset", errs);
+    // The controller gives each pod a volume per claim template, named after it: the template's
+    // volumeMounts may name them (what Kubernetes' TODO in ValidatePodTemplateSpecForStatefulSet
+    // asks for: the union of volumes and claim templates must cover the mounts).
+    let claim_volumes: HashSet<String> = array_at(spec, "volumeClaimTemplates")
+        .iter()
+        .filter_map(|claim| claim.pointer("/metadata/name").and_then(Value::as_str))
+        .filter(|name| !name.is_empty())
+        .map(str::to_string)
+        .collect();
+    validate_replicated(spec, "statefulset", &claim_volumes, errs);
     errs.non_negative(spec, "revisionHistoryLimit", "spec.revisionHistoryLimit");
     errs.one_of(spec, "podManagementPolicy", "spec.podManagementPolicy", &["OrderedReady", "Parallel"]);
     let strategy = obj_at(spec, "updateStrategy");
@@ -988,7 +1002,7 @@ fn validate_stateful_set(spec: &Map<String, Value>, errs: &mut Errors) {
 fn validate_daemon_set(spec: &Map<String, Value>, errs: &mut Errors) {
     errs.non_negative(spec, "minReadySeconds", "spec.minReadySeconds");
     errs.non_negative(spec, "revisionHistoryLimit", "spec.revisionHistoryLimit");
-    validate_selector_and_template(spec, "daemonset", &["Always"], true, errs);
+    validate_selector_and_template(spec, "daemonset", &["Always"], true, &HashSet::new(), errs);
     let strategy = obj_at(spec, "updateStrategy");
     match str_at(strategy, "type") {
         "RollingUpdate" => {
@@ -1050,7 +1064,7 @@ fn validate_job_spec(spec: &Map<String, Value>, path: &str, errs: &mut Errors) {
     // A Job's selector is generated when created, so a top-level Job must have one; a CronJob's
     // job template may leave it out.
     let mut scoped = Errors::default();
-    validate_selector_and_template(spec, "job", &["OnFailure", "Never"], path == "spec", &mut scoped);
+    validate_selector_and_template(spec, "job", &["OnFailure", "Never"], path == "spec", &HashSet::new(), &mut scoped);
     errs.0.extend(scoped.0.into_iter().map(|mut cause| {
         cause.field = cause.field.replacen("spec", path, 1);
         cause
@@ -1962,6 +1976,39 @@ mod tests {
             let causes = create_causes(api_version, kind, json!({ "metadata": meta("web"), "spec": spec }));
             assert_eq!(causes, [(field, "FieldValueNotSupported")], "{kind}");
         }
+    }
+
+    /// A StatefulSet's volumeMounts may name its volumeClaimTemplates (Kubernetes' `web` example);
+    /// a name that is neither a volume nor a claim template is still not found.
+    #[test]
+    fn stateful_set_mounts_may_name_claim_templates() {
+        let set = |mount: &str| {
+            json!({ "metadata": meta("web"), "spec": {
+                "serviceName": "nginx",
+                "replicas": 2,
+                "selector": { "matchLabels": { "app": "nginx" } },
+                "template": { "metadata": { "labels": { "app": "nginx" } }, "spec": {
+                    "volumes": [{ "name": "config", "emptyDir": {} }],
+                    "containers": [{ "name": "nginx", "image": "registry.k8s.io/nginx-slim:0.24", "ports": [{ "containerPort": 80, "name": "web" }],
+                        "volumeMounts": [{ "name": mount, "mountPath": "/usr/share/nginx/html" }, { "name": "config", "mountPath": "/etc/x" }] }]
+                } },
+                "volumeClaimTemplates": [{ "metadata": { "name": "www" }, "spec": { "accessModes": ["ReadWriteOnce"], "resources": { "requests": { "storage": "1Gi" } } } }]
+            } })
+        };
+        assert_eq!(all_messages("apps/v1", "StatefulSet", set("www")), Vec::<String>::new());
+        assert_eq!(
+            all_messages("apps/v1", "StatefulSet", set("wwx")),
+            ["spec.template.spec.containers[0].volumeMounts[0].name: Not found: \"wwx\""]
+        );
+        // Claim templates count for StatefulSets only.
+        let mut deployment = set("www");
+        let spec = deployment["spec"].as_object_mut().unwrap();
+        spec.remove("volumeClaimTemplates");
+        spec.remove("serviceName");
+        assert_eq!(
+            create_causes("apps/v1", "Deployment", deployment),
+            [("spec.template.spec.containers[0].volumeMounts[0].name".to_string(), "FieldValueNotFound")]
+        );
     }
 
     #[test]
