@@ -227,3 +227,42 @@ async fn a_crashing_container_loops_with_back_off_and_its_pod_is_removed_on_dele
     host.clean = true;
     agent.stop().await;
 }
+
+/// The agent re-asserts the status of the pods it runs when the API's copy differs from what it
+/// observes: a pod marked not ready behind its back (as the node lifecycle controller marks the
+/// pods of a silent node) is Ready again within seconds, with the same container.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_marked_not_ready_behind_the_agents_back_is_ready_again() {
+    let cluster = Cluster::start().await;
+    let (mut host, options) = Host::new();
+    let agent = Agent::start(&cluster.client, &options);
+    node_ready(&cluster.client, &options.node_name).await;
+    let deployments: Api<Deployment> = Api::namespaced(cluster.client.clone(), "default");
+    let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), "default");
+    deployments.create(&PostParams::default(), &web_deployment("marked", 1)).await.expect("created");
+    let running = ready_pods(&pods, "marked", 1).await;
+    let (name, uid) = (running[0].name_any(), running[0].uid());
+    let mut conditions = running[0].status.clone().and_then(|s| s.conditions).unwrap_or_default();
+    let ready = conditions.iter_mut().find(|c| c.type_ == "Ready").expect("a Ready condition");
+    (ready.status, ready.reason) = ("False".into(), Some("NodeNotReady".into()));
+    let patch = Patch::Merge(json!({"status": {"conditions": conditions}}));
+    pods.patch_status(&name, &PatchParams::default(), &patch).await.expect("marked not ready");
+    let again = eventually("the pod Ready again", Duration::from_secs(15), || async {
+        let pod = pods.get(&name).await.map_err(|e| e.to_string())?;
+        if is_ready(&pod) { Ok(pod) } else { Err(format!("{:?}", pod.status)) }
+    })
+    .await;
+    assert_eq!(again.uid(), uid, "the same pod");
+    assert_eq!(container_ids(&[again]), container_ids(&running), "the same container, not restarted");
+
+    deployments.delete("marked", &DeleteParams::default()).await.expect("deleted");
+    let socket = host.socket();
+    eventually("the pod and its sandbox to be gone", DEADLINE, || async {
+        let left = pods.list(&ListParams::default()).await.map_err(|e| e.to_string())?.items.len();
+        let sandboxes = sandboxes(&socket).await;
+        if left == 0 && sandboxes == 0 { Ok(()) } else { Err(format!("{left} pods, {sandboxes} sandboxes")) }
+    })
+    .await;
+    host.clean = true;
+    agent.stop().await;
+}

@@ -2,7 +2,9 @@
 //! of the runtime every second (the kubelet's PLEG: a pod whose sandboxes or containers changed
 //! is synced), and one worker per pod at a time. A sync observes the pod's sandboxes and
 //! containers over CRI, asks [`plan`] what to do, does it, observes again and writes the status
-//! [`pod_status`] computes when it differs from the API's.
+//! [`pod_status`] computes when the parts the agent owns differ from the API's current copy
+//! ([`needs_write`]). Every change of the pod in the API wakes its sync, so a status changed
+//! behind the agent's back is re-asserted at once.
 //!
 //! A failed CRI call (the runtime down or restarting) ends the relist or the sync with an error:
 //! nothing is concluded from it (never "no containers"), no status is written, the last view
@@ -37,7 +39,7 @@ use super::spec::{
     ContainerContext, NODE_LABEL, NodeResources, POD_UID_LABEL, PodRef, Referenced, container_config, environment,
     pod_cgroup_dirs, sandbox_config, verify_run_as_non_root,
 };
-use super::status::{Facts, StartFailure, changed, pod_status};
+use super::status::{Facts, StartFailure, needs_write, pod_status};
 use super::volumes::{PodVolumes, VolumeError, Volumes};
 
 /// How often the runtime is relisted for changes (the kubelet's PLEG period).
@@ -593,7 +595,9 @@ async fn try_sync_pod(ctx: &Ctx, prober: &Arc<Prober>, uid: &str, pod: Option<&P
     let now = Timestamp::now();
     let facts = Facts { observed: &observed, host_ip: &ctx.host_ip, now, failures: &failures, probes: &probes };
     let status = pod_status(pod, &desired, &facts);
-    if changed(pod, &status) {
+    // `pod` is the API's copy from the watch: a status another component changed (the node
+    // lifecycle controller's `Ready=False`) is written back here, on the sync its change wakes.
+    if needs_write(pod.status.as_ref(), &status) {
         let pod_ref = PodRef::of(pod);
         let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &pod_ref.namespace);
         let patch = serde_json::json!({"metadata": {"uid": pod_ref.uid}, "status": status});

@@ -241,9 +241,42 @@ fn phase(
     }
 }
 
-/// Whether writing `new` would change what the API has.
-pub fn changed(pod: &Pod, new: &PodStatus) -> bool {
-    pod.status.as_ref() != Some(new)
+/// The pod conditions the agent owns (the node lifecycle controller may set `Ready` behind its
+/// back; others, such as `PodScheduled` or `DisruptionTarget`, belong to other components).
+const AGENT_CONDITIONS: [&str; 3] = ["Initialized", "ContainersReady", "Ready"];
+
+/// The parts of a pod's status the agent owns, as the API stores them: times at whole seconds
+/// (what `Time` serializes to), conditions without their times.
+fn owned_parts(status: &PodStatus) -> serde_json::Value {
+    let mut conditions: Vec<(&str, &str, Option<&str>, Option<&str>)> = status
+        .conditions
+        .iter()
+        .flatten()
+        .filter(|c| AGENT_CONDITIONS.contains(&c.type_.as_str()))
+        .map(|c| (c.type_.as_str(), c.status.as_str(), c.reason.as_deref(), c.message.as_deref()))
+        .collect();
+    conditions.sort_unstable();
+    serde_json::json!({
+        "phase": status.phase,
+        "conditions": conditions,
+        "hostIP": status.host_ip,
+        "hostIPs": status.host_ips,
+        "podIP": status.pod_ip,
+        "podIPs": status.pod_ips,
+        "startTime": status.start_time,
+        "qosClass": status.qos_class,
+        "containerStatuses": status.container_statuses,
+        "initContainerStatuses": status.init_container_statuses,
+    })
+}
+
+/// Whether the agent should write `new` over `server`, the API's current copy of the pod's
+/// status (from the pod watch, so a status another component changed behind the agent's back
+/// is re-asserted). Only the parts the agent owns count, at the precision the API keeps: a
+/// condition's lastTransitionTime or lastProbeTime alone, or sub-second container times, never
+/// cause a write.
+pub fn needs_write(server: Option<&PodStatus>, new: &PodStatus) -> bool {
+    server.is_none_or(|server| owned_parts(server) != owned_parts(new))
 }
 
 #[cfg(test)]
@@ -361,10 +394,84 @@ mod tests {
             probes: &no_probes,
         };
         let first = pod_status(&pod, &desired(RestartPolicy::Always), &facts(200));
-        assert!(changed(&pod, &first));
+        assert!(needs_write(pod.status.as_ref(), &first));
         pod.status = Some(first.clone());
         let again = pod_status(&pod, &desired(RestartPolicy::Always), &facts(300));
-        assert!(!changed(&pod, &again), "{first:?}\n{again:?}");
+        assert!(!needs_write(pod.status.as_ref(), &again), "{first:?}\n{again:?}");
+    }
+
+    /// The status of a running pod as the API stores it (a JSON round trip: whole seconds), and
+    /// the facts it was computed from, at `at` seconds.
+    fn stored_running_pod(observed: &Observed, at: i64) -> Pod {
+        let mut pod = pod("Always", serde_json::json!({}));
+        let no_probes = ProbeResults::new();
+        let now = Timestamp::from_second(at).expect("t") + jiff::SignedDuration::from_nanos(250_000_000);
+        let facts = Facts { observed, host_ip: "h", now, failures: &[], probes: &no_probes };
+        let status = pod_status(&pod, &desired(RestartPolicy::Always), &facts);
+        pod.status = Some(serde_json::from_value(serde_json::to_value(status).expect("json")).expect("status"));
+        pod
+    }
+
+    fn compute(pod: &Pod, observed: &Observed, at: i64) -> PodStatus {
+        let no_probes = ProbeResults::new();
+        let now = Timestamp::from_second(at).expect("t");
+        pod_status(
+            pod,
+            &desired(RestartPolicy::Always),
+            &Facts { observed, host_ip: "h", now, failures: &[], probes: &no_probes },
+        )
+    }
+
+    fn ready_condition(status: &PodStatus) -> PodCondition {
+        status.conditions.iter().flatten().find(|c| c.type_ == "Ready").cloned().expect("Ready")
+    }
+
+    #[test]
+    fn a_ready_condition_changed_behind_the_agents_back_is_written_back() {
+        let observed = observed(Some((ContainerState::Running, 0, 0)));
+        let mut pod = stored_running_pod(&observed, 200);
+        assert!(!needs_write(pod.status.as_ref(), &compute(&pod, &observed, 250)), "in agreement: nothing to write");
+        // The node lifecycle controller marks the pod not ready while its node is silent.
+        let conditions = pod.status.as_mut().and_then(|s| s.conditions.as_mut()).expect("conditions");
+        let ready = conditions.iter_mut().find(|c| c.type_ == "Ready").expect("Ready");
+        ready.status = "False".into();
+        ready.reason = Some("NodeNotReady".into());
+        ready.last_transition_time = Some(Time(Timestamp::from_second(300).expect("t")));
+        let status = compute(&pod, &observed, 310);
+        assert!(needs_write(pod.status.as_ref(), &status), "the server's copy differs from what the agent observes");
+        let ready = ready_condition(&status);
+        assert_eq!((ready.status.as_str(), ready.reason), ("True", None));
+        assert_eq!(ready.last_transition_time, Some(Time(Timestamp::from_second(310).expect("t"))), "a transition");
+        // Written: the next sync (woken by the write's own watch event) writes nothing.
+        pod.status = Some(status);
+        assert!(!needs_write(pod.status.as_ref(), &compute(&pod, &observed, 320)));
+    }
+
+    #[test]
+    fn times_alone_and_conditions_of_others_cause_no_write() {
+        let mut observed = observed(Some((ContainerState::Running, 0, 0)));
+        // The runtime's times have nanoseconds; the API keeps whole seconds.
+        observed.containers[0].started_at = 100 * SECOND + 123_456_789;
+        let mut pod = stored_running_pod(&observed, 200);
+        let status = compute(&pod, &observed, 250);
+        assert_ne!(pod.status.as_ref(), Some(&status), "differs below a second");
+        assert!(!needs_write(pod.status.as_ref(), &status), "but not as the API stores it");
+        // Another writer moved a condition's times, or added a condition of its own.
+        let conditions = pod.status.as_mut().and_then(|s| s.conditions.as_mut()).expect("conditions");
+        for c in conditions.iter_mut() {
+            c.last_transition_time = Some(Time(Timestamp::from_second(1).expect("t")));
+            c.last_probe_time = Some(Time(Timestamp::from_second(2).expect("t")));
+        }
+        conditions.push(PodCondition {
+            type_: "DisruptionTarget".into(),
+            status: "True".into(),
+            reason: Some("EvictionByEvictionAPI".into()),
+            ..Default::default()
+        });
+        let status = compute(&pod, &observed, 260);
+        assert!(!needs_write(pod.status.as_ref(), &status), "{:?}", status.conditions);
+        // No status at all in the API yet: written.
+        assert!(needs_write(None, &status));
     }
 
     #[test]
