@@ -102,11 +102,7 @@ fn group_versions(resources: &[ResourceType]) -> Vec<(&'static str, &'static str
 }
 
 fn document_json(served: &[&ResourceType], known: &[KnownKind]) -> Value {
-    let listed: Vec<Gvk> = served.iter().map(|r| paths::gvk_of(r)).collect();
-    let mut referenced: Vec<Gvk> = served.iter().flat_map(|r| paths::referenced_kinds(r)).collect();
-    referenced.sort();
-    referenced.dedup();
-    let components = schemas::build(known, &listed, &referenced);
+    let components = components(served, known);
     let mut path_map = Map::new();
     for resource in served {
         paths::add_resource(&mut path_map, resource, &components);
@@ -117,6 +113,16 @@ fn document_json(served: &[&ResourceType], known: &[KnownKind]) -> Value {
         "paths": path_map,
         "components": { "schemas": components.schemas },
     })
+}
+
+/// The schemas of the document serving `served`: their kinds and the kinds their subresources
+/// take and return.
+fn components(served: &[&ResourceType], known: &[KnownKind]) -> schemas::Components {
+    let listed: Vec<Gvk> = served.iter().map(|r| paths::gvk_of(r)).collect();
+    let mut referenced: Vec<Gvk> = served.iter().flat_map(|r| paths::referenced_kinds(r)).collect();
+    referenced.sort();
+    referenced.dedup();
+    schemas::build(known, &listed, &referenced)
 }
 
 fn root_json(documents: &BTreeMap<String, Document>) -> Value {
@@ -149,52 +155,55 @@ mod tests {
         assert_eq!(content_hash(b"").len(), 32);
     }
 
-    /// Documents for every kind k8s-openapi gives us, served as if the registry listed them all.
-    fn every_known_kind() -> OpenApi {
-        let resources: Vec<ResourceType> = kinds::known_kinds()
+    /// The components of every group-version document the registry serves, freshly built.
+    fn served_components() -> Vec<(String, schemas::Components)> {
+        let known = kinds::known_kinds();
+        group_versions(registry::RESOURCES)
             .into_iter()
-            .map(|k| ResourceType {
-                group: k.gvk.group,
-                version: k.gvk.version,
-                kind: k.gvk.kind,
-                plural: k.gvk.kind,
-                singular: k.gvk.kind,
-                short_names: &[],
-                scope: registry::Scope::Namespaced,
-                in_all: false,
-                subresources: &[registry::Subresource::Status],
-                storage: k.gvk.kind,
+            .map(|(group, version)| {
+                let served: Vec<&ResourceType> =
+                    registry::RESOURCES.iter().filter(|r| r.group == group && r.version == version).collect();
+                (gv_path(group, version), components(&served, &known))
             })
-            .collect();
-        OpenApi::build_for(&resources)
+            .collect()
     }
 
+    /// A misspelt or misplaced field in the patch schema would be silently left out of the
+    /// documents (and do nothing in the patch either); every field must be one of its definition.
     #[test]
-    fn every_merge_table_entry_names_a_field_of_its_shape() {
-        let openapi = every_known_kind();
-        let docs: Vec<Value> = openapi
-            .group_version_paths()
-            .filter_map(|gv| openapi.document(gv))
-            .map(|(_, bytes)| serde_json::from_slice(bytes).expect("JSON"))
-            .collect();
-        for entry in patch_meta::LIST_MERGES {
-            let field = docs
-                .iter()
-                .find_map(|d| d["components"]["schemas"].get(entry.definition))
-                .map(|d| &d["properties"][entry.field])
-                .unwrap_or_else(|| panic!("no document defines {}", entry.definition));
-            assert_eq!(field["type"], "array", "{}.{}", entry.definition, entry.field);
-            assert_eq!(field["x-kubernetes-patch-strategy"], entry.strategy);
+    fn every_patch_schema_field_fits_its_openapi_definition() {
+        for (gv, components) in served_components() {
+            let (marked, misfits) = patch_meta::marked_fields(&components.schemas, &components.names);
+            assert!(misfits.is_empty(), "{gv}:\n{}", misfits.join("\n"));
+            assert!(!marked.is_empty(), "{gv}: at least metadata.finalizers is marked");
         }
-        for &(definition, field, strategy) in patch_meta::OBJECT_STRATEGIES {
-            let field = docs
-                .iter()
-                .find_map(|d| d["components"]["schemas"].get(definition))
-                .map(|d| &d["properties"][field])
-                .unwrap_or_else(|| panic!("no document defines {definition}"));
-            assert!(field["allOf"][0]["$ref"].is_string(), "{definition}: an object field");
-            assert_eq!(field["x-kubernetes-patch-strategy"], strategy);
+    }
+
+    /// A definition reached through two patch types (a Container as a container and as an
+    /// ephemeral container, PodSpec under every workload) must be marked the same way by both.
+    #[test]
+    fn each_definition_field_is_marked_one_way() {
+        // (definition, field) -> (its extensions, the document that first marked it)
+        type Seen = BTreeMap<(String, &'static str), (Map<String, Value>, String)>;
+        let mut seen = Seen::new();
+        for (gv, components) in served_components() {
+            let (marked, _) = patch_meta::marked_fields(&components.schemas, &components.names);
+            for patch_meta::Marked { definition, field } in marked {
+                let extensions = patch_meta::extensions(field);
+                let key = (definition, field.name);
+                match seen.get(&key) {
+                    Some((first, first_gv)) => {
+                        assert_eq!(first, &extensions, "{}.{} in {first_gv} and {gv}", key.0, key.1)
+                    }
+                    None => {
+                        seen.insert(key, (extensions, gv.clone()));
+                    }
+                }
+            }
         }
+        let published = |definition: &str, field: &str| seen.contains_key(&(definition.to_owned(), field));
+        assert!(published("io.k8s.api.core.v1.EphemeralContainer", "ports"));
+        assert!(published("io.k8s.api.apps.v1.DeploymentSpec", "strategy"));
     }
 
     #[test]

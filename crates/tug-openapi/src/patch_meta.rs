@@ -1,154 +1,118 @@
-//! Strategic-merge metadata (merge keys and patch strategies), which k8s-openapi's schemas do
-//! not carry.
+//! Strategic-merge metadata (merge keys, patch strategies, list types), which k8s-openapi's
+//! schemas do not carry.
 //!
 //! kubectl builds strategic merge patches from the v3 document: a list field whose schema has
 //! `x-kubernetes-patch-merge-key` is merged element by element (containers by `name`), any other
-//! list is replaced whole. Kubernetes takes these from struct tags in k8s.io/api; this is a local
-//! copy of the ones the served kinds use. `tug_core::patch::schema` keeps its own table for the
-//! server side, in a different shape; the two agree today and should be merged into one.
+//! list is replaced whole. Kubernetes takes these from struct tags in k8s.io/api. Here they come
+//! from the table the server's own strategic merge patch uses, `tug_core::patch::schema`, so what
+//! kubectl is told and what the server does cannot disagree: each served kind's patch type is
+//! walked alongside its OpenAPI definition (following `$ref`s into fields and list elements), and
+//! every field with a patch strategy is marked on the definition it was found in.
 
+use crate::kinds::Gvk;
+use crate::schemas::REF_PREFIX;
 use serde_json::{Map, Value, json};
+use std::collections::{BTreeMap, BTreeSet};
+use tug_core::patch::schema::{self, Field, TypeDef};
 
-/// How one list field merges.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct ListMerge {
-    /// The definition holding the field, e.g. `io.k8s.api.core.v1.PodSpec`.
-    pub definition: &'static str,
-    pub field: &'static str,
-    /// `merge`, or `merge,retainKeys`.
-    pub strategy: &'static str,
-    /// `None` for lists of scalars merged as sets (finalizers).
-    pub merge_key: Option<&'static str>,
-    /// The list's keys for server-side apply (`x-kubernetes-list-type: map`), where Kubernetes
-    /// declares them; empty when it does not.
-    pub map_keys: &'static [&'static str],
+/// A field with a patch strategy, found in a definition of the document.
+#[derive(Debug)]
+pub(crate) struct Marked {
+    pub definition: String,
+    pub field: &'static Field,
 }
 
-const fn merge(definition: &'static str, field: &'static str, key: &'static str) -> ListMerge {
-    ListMerge { definition, field, strategy: "merge", merge_key: Some(key), map_keys: &[] }
-}
-
-const fn keyed(
-    definition: &'static str,
-    field: &'static str,
-    key: &'static str,
-    map_keys: &'static [&'static str],
-) -> ListMerge {
-    ListMerge { definition, field, strategy: "merge", merge_key: Some(key), map_keys }
-}
-
-const fn retain_keys(definition: &'static str, field: &'static str, key: &'static str) -> ListMerge {
-    ListMerge { definition, field, strategy: "merge,retainKeys", merge_key: Some(key), map_keys: &[] }
-}
-
-/// Every list field with a strategic-merge strategy among the served kinds.
-pub(crate) static LIST_MERGES: &[ListMerge] = &[
-    // metadata
-    ListMerge {
-        definition: "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta",
-        field: "finalizers",
-        strategy: "merge",
-        merge_key: None,
-        map_keys: &[],
-    },
-    keyed("io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta", "ownerReferences", "uid", &["uid"]),
-    // pods
-    merge("io.k8s.api.core.v1.PodSpec", "containers", "name"),
-    merge("io.k8s.api.core.v1.PodSpec", "initContainers", "name"),
-    merge("io.k8s.api.core.v1.PodSpec", "ephemeralContainers", "name"),
-    merge("io.k8s.api.core.v1.PodSpec", "imagePullSecrets", "name"),
-    merge("io.k8s.api.core.v1.PodSpec", "hostAliases", "ip"),
-    merge("io.k8s.api.core.v1.PodSpec", "schedulingGates", "name"),
-    retain_keys("io.k8s.api.core.v1.PodSpec", "volumes", "name"),
-    retain_keys("io.k8s.api.core.v1.PodSpec", "resourceClaims", "name"),
-    keyed(
-        "io.k8s.api.core.v1.PodSpec",
-        "topologySpreadConstraints",
-        "topologyKey",
-        &["topologyKey", "whenUnsatisfiable"],
-    ),
-    keyed("io.k8s.api.core.v1.Container", "ports", "containerPort", &["containerPort", "protocol"]),
-    merge("io.k8s.api.core.v1.Container", "env", "name"),
-    merge("io.k8s.api.core.v1.Container", "volumeMounts", "mountPath"),
-    merge("io.k8s.api.core.v1.Container", "volumeDevices", "devicePath"),
-    merge("io.k8s.api.core.v1.EphemeralContainer", "ports", "containerPort"),
-    merge("io.k8s.api.core.v1.EphemeralContainer", "env", "name"),
-    merge("io.k8s.api.core.v1.EphemeralContainer", "volumeMounts", "mountPath"),
-    merge("io.k8s.api.core.v1.EphemeralContainer", "volumeDevices", "devicePath"),
-    keyed("io.k8s.api.core.v1.PodStatus", "conditions", "type", &["type"]),
-    merge("io.k8s.api.core.v1.PodStatus", "podIPs", "ip"),
-    merge("io.k8s.api.core.v1.PodStatus", "hostIPs", "ip"),
-    retain_keys("io.k8s.api.core.v1.PodStatus", "resourceClaimStatuses", "name"),
-    // other core kinds
-    keyed("io.k8s.api.core.v1.ServiceSpec", "ports", "port", &["port", "protocol"]),
-    keyed("io.k8s.api.core.v1.ServiceStatus", "conditions", "type", &["type"]),
-    merge("io.k8s.api.core.v1.ServiceAccount", "secrets", "name"),
-    merge("io.k8s.api.core.v1.NodeStatus", "conditions", "type"),
-    merge("io.k8s.api.core.v1.NodeStatus", "addresses", "type"),
-    ListMerge {
-        definition: "io.k8s.api.core.v1.NodeSpec",
-        field: "podCIDRs",
-        strategy: "merge",
-        merge_key: None,
-        map_keys: &[],
-    },
-    merge("io.k8s.api.core.v1.NamespaceStatus", "conditions", "type"),
-    merge("io.k8s.api.core.v1.PersistentVolumeClaimStatus", "conditions", "type"),
-    merge("io.k8s.api.core.v1.ReplicationControllerStatus", "conditions", "type"),
-    // workloads
-    merge("io.k8s.api.apps.v1.DeploymentStatus", "conditions", "type"),
-    merge("io.k8s.api.apps.v1.ReplicaSetStatus", "conditions", "type"),
-    merge("io.k8s.api.apps.v1.StatefulSetStatus", "conditions", "type"),
-    merge("io.k8s.api.apps.v1.DaemonSetStatus", "conditions", "type"),
-    merge("io.k8s.api.batch.v1.JobStatus", "conditions", "type"),
-    keyed("io.k8s.api.autoscaling.v2.HorizontalPodAutoscalerStatus", "conditions", "type", &["type"]),
-    keyed("io.k8s.api.policy.v1.PodDisruptionBudgetStatus", "conditions", "type", &["type"]),
-];
-
-/// Object fields with a strategy of their own: `retainKeys` clears the union members the patch
-/// leaves out (a deployment strategy switched to `Recreate` drops `rollingUpdate`), `replace`
-/// swaps the whole object. Entries are (definition, field, strategy).
-pub(crate) static OBJECT_STRATEGIES: &[(&str, &str, &str)] = &[
-    ("io.k8s.api.apps.v1.DeploymentSpec", "strategy", "retainKeys"),
-    ("io.k8s.api.policy.v1.PodDisruptionBudgetSpec", "selector", "replace"),
-];
-
-/// Marks every listed field found in `schemas` (a `components.schemas` map). Fields of
-/// definitions the document does not hold are skipped.
-pub(crate) fn annotate(schemas: &mut Map<String, Value>) {
-    for entry in LIST_MERGES {
-        let field = schemas
-            .get_mut(entry.definition)
-            .and_then(|d| d.get_mut("properties"))
-            .and_then(|p| p.get_mut(entry.field))
-            .and_then(Value::as_object_mut);
-        if let Some(field) = field {
-            field.extend(extensions(entry));
+/// The marked fields of `schemas` (a `components.schemas` map) reached from `kinds` (definition
+/// name of each kind), and the patch-schema fields that did not fit the definitions (missing, or
+/// a list where the schema has an object); a field may be marked more than once.
+pub(crate) fn marked_fields(schemas: &Map<String, Value>, kinds: &BTreeMap<Gvk, String>) -> (Vec<Marked>, Vec<String>) {
+    let mut walk = Walk { schemas, seen: BTreeSet::new(), marked: Vec::new(), misfits: Vec::new() };
+    for (gvk, definition) in kinds {
+        let api_version =
+            if gvk.group.is_empty() { gvk.version.to_owned() } else { format!("{}/{}", gvk.group, gvk.version) };
+        if let Some(root) = schema::root_type(&api_version, gvk.kind) {
+            walk.visit(definition, root);
         }
     }
-    for &(definition, field, strategy) in OBJECT_STRATEGIES {
-        let field = schemas
-            .get_mut(definition)
-            .and_then(|d| d.get_mut("properties"))
-            .and_then(|p| p.get_mut(field))
-            .and_then(Value::as_object_mut);
-        if let Some(field) = field {
-            field.insert("x-kubernetes-patch-strategy".into(), json!(strategy));
+    (walk.marked, walk.misfits)
+}
+
+struct Walk<'a> {
+    schemas: &'a Map<String, Value>,
+    /// (definition, patch type) pairs already walked.
+    seen: BTreeSet<(String, &'static str)>,
+    marked: Vec<Marked>,
+    misfits: Vec<String>,
+}
+
+impl Walk<'_> {
+    fn visit(&mut self, definition: &str, ty: &'static TypeDef) {
+        if !self.seen.insert((definition.to_owned(), ty.name)) {
+            return;
+        }
+        let properties = self.schemas.get(definition).and_then(|d| d.get("properties"));
+        for field in ty.fields {
+            let Some(property) = properties.and_then(|p| p.get(field.name)) else {
+                self.misfits.push(format!("{definition} has no field {} (patch type {})", field.name, ty.name));
+                continue;
+            };
+            let is_array = property.get("type").and_then(Value::as_str) == Some("array");
+            if field.is_list() != is_array {
+                self.misfits
+                    .push(format!("{definition}.{}: the patch schema and the OpenAPI shape differ", field.name));
+                continue;
+            }
+            if field.patch_strategy().is_some() {
+                self.marked.push(Marked { definition: definition.to_owned(), field });
+            }
+            if let Some(child) = schema::type_named(field.ty) {
+                match target(property) {
+                    Some(child_definition) => self.visit(&child_definition, child),
+                    None => self.misfits.push(format!("{definition}.{} does not refer to a definition", field.name)),
+                }
+            }
         }
     }
 }
 
-fn extensions(entry: &ListMerge) -> Map<String, Value> {
+/// The definition a property's value (or each of its elements) refers to: `$ref`,
+/// `allOf[0].$ref`, through `items` for lists.
+fn target(property: &Value) -> Option<String> {
+    let value = property.get("items").unwrap_or(property);
+    let value = value.get("allOf").and_then(|all| all.get(0)).unwrap_or(value);
+    let name = value.get("$ref")?.as_str()?.strip_prefix(REF_PREFIX)?;
+    Some(name.replace("~1", "/").replace("~0", "~"))
+}
+
+/// Marks every field with a patch strategy reached from `kinds` in `schemas`.
+pub(crate) fn annotate(schemas: &mut Map<String, Value>, kinds: &BTreeMap<Gvk, String>) {
+    let (marked, _) = marked_fields(schemas, kinds);
+    for Marked { definition, field } in marked {
+        let property = schemas
+            .get_mut(&definition)
+            .and_then(|d| d.get_mut("properties"))
+            .and_then(|p| p.get_mut(field.name))
+            .and_then(Value::as_object_mut);
+        if let Some(property) = property {
+            property.extend(extensions(field));
+        }
+    }
+}
+
+/// The OpenAPI extensions Kubernetes publishes for `field`.
+pub(crate) fn extensions(field: &Field) -> Map<String, Value> {
     let mut out = Map::new();
-    out.insert("x-kubernetes-patch-strategy".into(), json!(entry.strategy));
-    if let Some(key) = entry.merge_key {
+    if let Some(strategy) = field.patch_strategy() {
+        out.insert("x-kubernetes-patch-strategy".into(), json!(strategy));
+    }
+    if let Some(key) = field.merge_key() {
         out.insert("x-kubernetes-patch-merge-key".into(), json!(key));
     }
-    if !entry.map_keys.is_empty() {
-        out.insert("x-kubernetes-list-type".into(), json!("map"));
-        out.insert("x-kubernetes-list-map-keys".into(), json!(entry.map_keys));
-    } else if entry.merge_key.is_none() {
-        out.insert("x-kubernetes-list-type".into(), json!("set"));
+    if let Some(list_type) = field.list_type() {
+        out.insert("x-kubernetes-list-type".into(), json!(list_type));
+    }
+    if !field.map_keys.is_empty() {
+        out.insert("x-kubernetes-list-map-keys".into(), json!(field.map_keys));
     }
     out
 }
@@ -158,18 +122,34 @@ mod tests {
     use super::*;
 
     #[test]
-    fn map_lists_are_keyed_by_their_merge_key() {
-        for e in LIST_MERGES.iter().filter(|e| !e.map_keys.is_empty()) {
-            let key = e.merge_key.expect("a map list has a merge key");
-            assert!(e.map_keys.contains(&key), "{}.{}", e.definition, e.field);
-        }
+    fn extensions_follow_the_patch_schema() {
+        let containers = schema::field_at("v1", "Pod", &["spec", "containers"]).expect("modelled");
+        assert_eq!(
+            Value::Object(extensions(containers)),
+            json!({
+                "x-kubernetes-patch-strategy": "merge",
+                "x-kubernetes-patch-merge-key": "name",
+                "x-kubernetes-list-type": "map",
+                "x-kubernetes-list-map-keys": ["name"],
+            })
+        );
+        let finalizers = schema::field_at("v1", "Pod", &["metadata", "finalizers"]).expect("modelled");
+        assert_eq!(
+            Value::Object(extensions(finalizers)),
+            json!({ "x-kubernetes-patch-strategy": "merge", "x-kubernetes-list-type": "set" })
+        );
+        let strategy = schema::field_at("apps/v1", "Deployment", &["spec", "strategy"]).expect("modelled");
+        assert_eq!(Value::Object(extensions(strategy)), json!({ "x-kubernetes-patch-strategy": "retainKeys" }));
     }
 
     #[test]
-    fn set_lists_are_marked_as_sets() {
-        let finalizers = LIST_MERGES.iter().find(|e| e.field == "finalizers").expect("finalizers listed");
-        let ext = extensions(finalizers);
-        assert_eq!(ext["x-kubernetes-list-type"], "set");
-        assert!(!ext.contains_key("x-kubernetes-patch-merge-key"));
+    fn targets_are_found_through_all_of_and_items() {
+        let direct = json!({ "$ref": "#/components/schemas/io.k8s.api.core.v1.PodSpec" });
+        let described = json!({ "allOf": [direct], "description": "spec" });
+        let list = json!({ "type": "array", "items": direct });
+        for property in [&direct, &described, &list] {
+            assert_eq!(target(property).as_deref(), Some("io.k8s.api.core.v1.PodSpec"));
+        }
+        assert_eq!(target(&json!({ "type": "string" })), None);
     }
 }

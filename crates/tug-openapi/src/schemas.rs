@@ -74,7 +74,7 @@ pub(crate) fn build(known: &[KnownKind], listed: &[Gvk], referenced: &[Gvk]) -> 
     for &gvk in listed {
         add_list(&mut components, gvk);
     }
-    patch_meta::annotate(&mut components.schemas);
+    patch_meta::annotate(&mut components.schemas, &components.names);
     components
 }
 

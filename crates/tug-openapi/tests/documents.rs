@@ -312,6 +312,135 @@ fn strategic_merge_keys_reach_kubectl_through_refs() {
     assert!(field(&doc, pod, "spec.tolerations").get("x-kubernetes-patch-merge-key").is_none());
 }
 
+/// How Kubernetes 1.33 tags one list or object field (k8s.io/api and apimachinery `types.go`
+/// at v0.33.9: `patchStrategy`, `patchMergeKey`, `+listType`, `+listMapKey`).
+struct Upstream {
+    strategy: Option<&'static str>,
+    merge_key: Option<&'static str>,
+    /// `+listType`, where it is `map` or `set` (the types the documents publish).
+    list_type: Option<&'static str>,
+    map_keys: &'static [&'static str],
+}
+
+const fn merge(key: &'static str, map_keys: &'static [&'static str]) -> Upstream {
+    Upstream { strategy: Some("merge"), merge_key: Some(key), list_type: Some("map"), map_keys }
+}
+
+/// Merged by `key` for strategic merge patch, but `+listType=atomic` for server-side apply.
+const fn merge_atomic(key: &'static str) -> Upstream {
+    Upstream { strategy: Some("merge"), merge_key: Some(key), list_type: None, map_keys: &[] }
+}
+
+const MERGE_SET: Upstream =
+    Upstream { strategy: Some("merge"), merge_key: None, list_type: Some("set"), map_keys: &[] };
+const NO_STRATEGY: Upstream = Upstream { strategy: None, merge_key: None, list_type: None, map_keys: &[] };
+
+const fn strategy(strategy: &'static str) -> Upstream {
+    Upstream { strategy: Some(strategy), merge_key: None, list_type: None, map_keys: &[] }
+}
+
+/// The merge metadata `kubectl apply` reads (and server-side apply's list keys) of the fields that
+/// matter most, compared with what Kubernetes publishes for them.
+#[test]
+fn merge_metadata_of_important_fields_is_kubernetes_own() {
+    let pod = gvk("", "v1", "Pod");
+    let deployment = gvk("apps", "v1", "Deployment");
+    let cases = [
+        ("api/v1", &pod, "metadata.finalizers", MERGE_SET),
+        ("api/v1", &pod, "metadata.ownerReferences", merge("uid", &["uid"])),
+        ("api/v1", &pod, "metadata.managedFields", NO_STRATEGY),
+        ("api/v1", &pod, "spec.containers", merge("name", &["name"])),
+        ("api/v1", &pod, "spec.initContainers", merge("name", &["name"])),
+        ("api/v1", &pod, "spec.ephemeralContainers", merge("name", &["name"])),
+        ("api/v1", &pod, "spec.containers.ports", merge("containerPort", &["containerPort", "protocol"])),
+        ("api/v1", &pod, "spec.containers.env", merge("name", &["name"])),
+        ("api/v1", &pod, "spec.containers.envFrom", NO_STRATEGY),
+        ("api/v1", &pod, "spec.containers.volumeMounts", merge("mountPath", &["mountPath"])),
+        ("api/v1", &pod, "spec.containers.volumeDevices", merge("devicePath", &["devicePath"])),
+        ("api/v1", &pod, "spec.ephemeralContainers.ports", merge("containerPort", &["containerPort", "protocol"])),
+        ("api/v1", &pod, "spec.ephemeralContainers.env", merge("name", &["name"])),
+        (
+            "api/v1",
+            &pod,
+            "spec.volumes",
+            Upstream {
+                strategy: Some("merge,retainKeys"),
+                merge_key: Some("name"),
+                list_type: Some("map"),
+                map_keys: &["name"],
+            },
+        ),
+        ("api/v1", &pod, "spec.imagePullSecrets", merge("name", &["name"])),
+        ("api/v1", &pod, "spec.hostAliases", merge("ip", &["ip"])),
+        ("api/v1", &pod, "spec.tolerations", NO_STRATEGY),
+        ("api/v1", &pod, "spec.readinessGates", NO_STRATEGY),
+        ("api/v1", &pod, "spec.topologySpreadConstraints", merge("topologyKey", &["topologyKey", "whenUnsatisfiable"])),
+        ("api/v1", &pod, "spec.schedulingGates", merge("name", &["name"])),
+        ("api/v1", &pod, "status.conditions", merge("type", &["type"])),
+        ("api/v1", &pod, "status.podIPs", merge("ip", &["ip"])),
+        ("api/v1", &pod, "status.hostIPs", merge_atomic("ip")),
+        ("api/v1", &pod, "status.containerStatuses", NO_STRATEGY),
+        ("api/v1", &gvk("", "v1", "Service"), "spec.ports", merge("port", &["port", "protocol"])),
+        ("api/v1", &gvk("", "v1", "Service"), "spec.externalIPs", NO_STRATEGY),
+        ("api/v1", &gvk("", "v1", "Service"), "status.conditions", merge("type", &["type"])),
+        ("api/v1", &gvk("", "v1", "ServiceAccount"), "secrets", merge("name", &["name"])),
+        ("api/v1", &gvk("", "v1", "Node"), "spec.podCIDRs", MERGE_SET),
+        ("api/v1", &gvk("", "v1", "Node"), "spec.taints", NO_STRATEGY),
+        ("api/v1", &gvk("", "v1", "Node"), "status.addresses", merge("type", &["type"])),
+        ("api/v1", &gvk("", "v1", "Node"), "status.conditions", merge("type", &["type"])),
+        ("api/v1", &gvk("", "v1", "Namespace"), "status.conditions", merge("type", &["type"])),
+        ("api/v1", &gvk("", "v1", "PersistentVolumeClaim"), "status.conditions", merge("type", &["type"])),
+        ("apis/apps/v1", &deployment, "spec.template.spec.containers", merge("name", &["name"])),
+        (
+            "apis/apps/v1",
+            &deployment,
+            "spec.template.spec.containers.ports",
+            merge("containerPort", &["containerPort", "protocol"]),
+        ),
+        ("apis/apps/v1", &deployment, "spec.template.spec.tolerations", NO_STRATEGY),
+        ("apis/apps/v1", &deployment, "spec.strategy", strategy("retainKeys")),
+        ("apis/apps/v1", &deployment, "status.conditions", merge("type", &["type"])),
+        ("apis/apps/v1", &gvk("apps", "v1", "StatefulSet"), "spec.volumeClaimTemplates", NO_STRATEGY),
+        ("apis/apps/v1", &gvk("apps", "v1", "DaemonSet"), "status.conditions", merge("type", &["type"])),
+        ("apis/batch/v1", &gvk("batch", "v1", "Job"), "status.conditions", merge_atomic("type")),
+        (
+            "apis/batch/v1",
+            &gvk("batch", "v1", "CronJob"),
+            "spec.jobTemplate.spec.template.spec.initContainers.env",
+            merge("name", &["name"]),
+        ),
+        (
+            "apis/autoscaling/v2",
+            &gvk("autoscaling", "v2", "HorizontalPodAutoscaler"),
+            "status.conditions",
+            merge("type", &["type"]),
+        ),
+        ("apis/policy/v1", &gvk("policy", "v1", "PodDisruptionBudget"), "spec.selector", strategy("replace")),
+        ("apis/policy/v1", &gvk("policy", "v1", "PodDisruptionBudget"), "status.conditions", merge("type", &["type"])),
+        ("apis/discovery.k8s.io/v1", &gvk("discovery.k8s.io", "v1", "EndpointSlice"), "endpoints", NO_STRATEGY),
+    ];
+    let mut wrong = Vec::new();
+    for (gv, kind_gvk, path, want) in cases {
+        let doc = document(gv);
+        let (_, kind) = schema_by_gvk(&doc, kind_gvk).unwrap_or_else(|| panic!("{gv}: no schema for {kind_gvk}"));
+        let got = field(&doc, kind, path);
+        let map_keys: Vec<&str> =
+            got["x-kubernetes-list-map-keys"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+        let list_type = got["x-kubernetes-list-type"].as_str().filter(|t| *t != "atomic");
+        let got = (
+            got["x-kubernetes-patch-strategy"].as_str(),
+            got["x-kubernetes-patch-merge-key"].as_str(),
+            list_type,
+            map_keys,
+        );
+        let want = (want.strategy, want.merge_key, want.list_type, want.map_keys.to_vec());
+        if got != want {
+            wrong.push(format!("{gv} {} {path}: published {got:?}, Kubernetes has {want:?}", kind_gvk["kind"]));
+        }
+    }
+    assert!(wrong.is_empty(), "merge metadata differs from Kubernetes 1.33:\n{}", wrong.join("\n"));
+}
+
 #[test]
 fn int_or_string_and_quantity_accept_both_shapes() {
     let doc = document("api/v1");

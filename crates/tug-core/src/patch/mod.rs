@@ -4,8 +4,8 @@
 //! - `application/json-patch+json`: RFC 6902 ([`json_patch`]); `kubectl rollout undo`.
 //! - `application/strategic-merge-patch+json` ([`strategic_merge_patch`]); `kubectl apply`,
 //!   `set image`, `edit`, `drain`. Lists merge element-wise by a per-field merge key, so it needs
-//!   the patch metadata of each kind ([`schema`]), which [`list_strategy`] also offers to the
-//!   OpenAPI document.
+//!   the patch metadata of each kind ([`schema`]), which `tug-openapi` also publishes as the
+//!   documents' merge-key extensions.
 //!
 //! Server-side apply (`application/apply-patch+yaml`) is not here.
 

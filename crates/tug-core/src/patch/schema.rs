@@ -5,6 +5,10 @@
 //! small hand-written type graph: type name -> fields -> child type. Only the fields that matter
 //! for patching (or that lead to one that does) are listed; an unlisted field merges like a plain
 //! JSON value (maps recursively, lists atomically), which is what an untagged Go field does.
+//!
+//! This is the one table of patch metadata: `tug-openapi` publishes it as the
+//! `x-kubernetes-patch-*` and `x-kubernetes-list-*` extensions that `kubectl apply` reads, by
+//! walking these types alongside the OpenAPI definitions. A fact the documents need goes here.
 
 /// How a field's value is patched.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,6 +37,10 @@ pub struct Field {
     /// The named type of the value (of each element, for lists); "" when not modelled.
     pub ty: &'static str,
     pub kind: FieldKind,
+    /// The keys of a list Kubernetes declares `+listType=map` (server-side apply's element
+    /// identity, the OpenAPI `x-kubernetes-list-map-keys`); empty otherwise. Strategic merge patch
+    /// itself merges by the single merge key, the first of these.
+    pub map_keys: &'static [&'static str],
 }
 
 impl Field {
@@ -53,6 +61,16 @@ impl Field {
             FieldKind::RetainKeysObject => Some("retainKeys"),
             FieldKind::ReplacedObject => Some("replace"),
             FieldKind::Object | FieldKind::AtomicList | FieldKind::Opaque => None,
+        }
+    }
+
+    /// The upstream `x-kubernetes-list-type` of a list with a patch strategy: `map` when it has
+    /// map keys, `set` for a merged list of scalars. `None` otherwise (atomic or not declared).
+    pub fn list_type(&self) -> Option<&'static str> {
+        match self.kind {
+            _ if !self.map_keys.is_empty() => Some("map"),
+            FieldKind::MergeList(None) => Some("set"),
+            _ => None,
         }
     }
 
@@ -83,39 +101,49 @@ impl TypeDef {
     }
 }
 
+const fn field(name: &'static str, ty: &'static str, kind: FieldKind) -> Field {
+    Field { name, ty, kind, map_keys: &[] }
+}
 const fn obj(name: &'static str, ty: &'static str) -> Field {
-    Field { name, ty, kind: FieldKind::Object }
+    field(name, ty, FieldKind::Object)
 }
 const fn replaced(name: &'static str, ty: &'static str) -> Field {
-    Field { name, ty, kind: FieldKind::ReplacedObject }
+    field(name, ty, FieldKind::ReplacedObject)
 }
 const fn retain_keys(name: &'static str, ty: &'static str) -> Field {
-    Field { name, ty, kind: FieldKind::RetainKeysObject }
+    field(name, ty, FieldKind::RetainKeysObject)
 }
 const fn atomic(name: &'static str, ty: &'static str) -> Field {
-    Field { name, ty, kind: FieldKind::AtomicList }
+    field(name, ty, FieldKind::AtomicList)
 }
+/// Merged by `key` for strategic merge patch, yet `+listType=atomic` upstream (no map keys).
 const fn keyed(name: &'static str, ty: &'static str, key: &'static str) -> Field {
-    Field { name, ty, kind: FieldKind::MergeList(Some(key)) }
+    field(name, ty, FieldKind::MergeList(Some(key)))
 }
-const fn keyed_retain(name: &'static str, ty: &'static str, key: &'static str) -> Field {
-    Field { name, ty, kind: FieldKind::MergeRetainKeysList(key) }
+/// `patchStrategy:"merge"` by the first of `keys`, `+listType=map` by all of them.
+const fn keyed_map(name: &'static str, ty: &'static str, keys: &'static [&'static str]) -> Field {
+    Field { name, ty, kind: FieldKind::MergeList(Some(keys[0])), map_keys: keys }
 }
+/// `patchStrategy:"merge,retainKeys"` by the first of `keys`, `+listType=map` by all of them.
+const fn keyed_retain(name: &'static str, ty: &'static str, keys: &'static [&'static str]) -> Field {
+    Field { name, ty, kind: FieldKind::MergeRetainKeysList(keys[0]), map_keys: keys }
+}
+/// A merged list of scalars, `+listType=set`.
 const fn set(name: &'static str) -> Field {
-    Field { name, ty: "", kind: FieldKind::MergeList(None) }
+    field(name, "", FieldKind::MergeList(None))
 }
 const fn opaque(name: &'static str) -> Field {
-    Field { name, ty: "", kind: FieldKind::Opaque }
+    field(name, "", FieldKind::Opaque)
 }
 
 const META: Field = obj("metadata", "ObjectMeta");
-const CONDITIONS: Field = keyed("conditions", "", "type");
+const CONDITIONS: Field = keyed_map("conditions", "", &["type"]);
 
 static TYPES: &[TypeDef] = &[
     // Shared building blocks.
     TypeDef {
         name: "ObjectMeta",
-        fields: &[keyed("ownerReferences", "", "uid"), set("finalizers"), atomic("managedFields", "")],
+        fields: &[keyed_map("ownerReferences", "", &["uid"]), set("finalizers"), atomic("managedFields", "")],
     },
     TypeDef { name: "MetaOnly", fields: &[META] },
     // Status objects whose only tagged list is `conditions`, merged by `type`.
@@ -124,28 +152,28 @@ static TYPES: &[TypeDef] = &[
     TypeDef {
         name: "PodSpec",
         fields: &[
-            keyed_retain("volumes", "", "name"),
-            keyed("initContainers", "Container", "name"),
-            keyed("containers", "Container", "name"),
+            keyed_retain("volumes", "", &["name"]),
+            keyed_map("initContainers", "Container", &["name"]),
+            keyed_map("containers", "Container", &["name"]),
             // EphemeralContainer has the Container fields that matter here.
-            keyed("ephemeralContainers", "Container", "name"),
-            keyed("imagePullSecrets", "", "name"),
-            keyed("hostAliases", "", "ip"),
+            keyed_map("ephemeralContainers", "Container", &["name"]),
+            keyed_map("imagePullSecrets", "", &["name"]),
+            keyed_map("hostAliases", "", &["ip"]),
             atomic("tolerations", ""),
-            keyed("topologySpreadConstraints", "", "topologyKey"),
-            keyed_retain("resourceClaims", "", "name"),
-            keyed("schedulingGates", "", "name"),
+            keyed_map("topologySpreadConstraints", "", &["topologyKey", "whenUnsatisfiable"]),
+            keyed_retain("resourceClaims", "", &["name"]),
+            keyed_map("schedulingGates", "", &["name"]),
             atomic("readinessGates", ""),
         ],
     },
     TypeDef {
         name: "Container",
         fields: &[
-            keyed("ports", "", "containerPort"),
-            keyed("env", "", "name"),
+            keyed_map("ports", "", &["containerPort", "protocol"]),
+            keyed_map("env", "", &["name"]),
             atomic("envFrom", ""),
-            keyed("volumeMounts", "", "mountPath"),
-            keyed("volumeDevices", "", "devicePath"),
+            keyed_map("volumeMounts", "", &["mountPath"]),
+            keyed_map("volumeDevices", "", &["devicePath"]),
             atomic("resizePolicy", ""),
         ],
     },
@@ -155,12 +183,12 @@ static TYPES: &[TypeDef] = &[
         name: "PodStatus",
         fields: &[
             CONDITIONS,
-            keyed("podIPs", "", "ip"),
+            keyed_map("podIPs", "", &["ip"]),
             keyed("hostIPs", "", "ip"),
             atomic("containerStatuses", ""),
             atomic("initContainerStatuses", ""),
             atomic("ephemeralContainerStatuses", ""),
-            keyed_retain("resourceClaimStatuses", "", "name"),
+            keyed_retain("resourceClaimStatuses", "", &["name"]),
         ],
     },
     TypeDef { name: "Node", fields: &[META, obj("spec", "NodeSpec"), obj("status", "NodeStatus")] },
@@ -170,7 +198,7 @@ static TYPES: &[TypeDef] = &[
         name: "NodeStatus",
         fields: &[
             CONDITIONS,
-            keyed("addresses", "", "type"),
+            keyed_map("addresses", "", &["type"]),
             atomic("images", ""),
             atomic("volumesInUse", ""),
             atomic("volumesAttached", ""),
@@ -180,14 +208,17 @@ static TYPES: &[TypeDef] = &[
     TypeDef {
         name: "ServiceSpec",
         fields: &[
-            keyed("ports", "", "port"),
+            keyed_map("ports", "", &["port", "protocol"]),
             atomic("clusterIPs", ""),
             atomic("externalIPs", ""),
             atomic("ipFamilies", ""),
         ],
     },
     TypeDef { name: "Endpoints", fields: &[META, atomic("subsets", "")] },
-    TypeDef { name: "ServiceAccount", fields: &[META, keyed("secrets", "", "name"), atomic("imagePullSecrets", "")] },
+    TypeDef {
+        name: "ServiceAccount",
+        fields: &[META, keyed_map("secrets", "", &["name"]), atomic("imagePullSecrets", "")],
+    },
     TypeDef { name: "PersistentVolume", fields: &[META, obj("spec", "PersistentVolumeSpec")] },
     TypeDef { name: "PersistentVolumeSpec", fields: &[atomic("accessModes", ""), atomic("mountOptions", "")] },
     TypeDef {
@@ -217,7 +248,9 @@ static TYPES: &[TypeDef] = &[
     },
     TypeDef { name: "ControllerRevision", fields: &[META, opaque("data")] },
     // batch/v1
-    TypeDef { name: "Job", fields: &[META, obj("spec", "TemplatedSpec"), obj("status", "ConditionsStatus")] },
+    TypeDef { name: "Job", fields: &[META, obj("spec", "TemplatedSpec"), obj("status", "JobStatus")] },
+    // Merged by type, but `+listType=atomic` upstream, unlike every other conditions list.
+    TypeDef { name: "JobStatus", fields: &[keyed("conditions", "", "type")] },
     TypeDef { name: "CronJob", fields: &[META, obj("spec", "CronJobSpec"), obj("status", "CronJobStatus")] },
     TypeDef { name: "CronJobSpec", fields: &[obj("jobTemplate", "JobTemplateSpec")] },
     TypeDef { name: "JobTemplateSpec", fields: &[META, obj("spec", "TemplatedSpec")] },
@@ -367,6 +400,33 @@ mod tests {
         ];
         for (api_version, kind, path, want) in cases {
             assert_eq!(list_strategy(api_version, kind, path), *want, "{kind} {path:?}");
+        }
+    }
+
+    #[test]
+    fn list_types_and_map_keys_match_upstream_tags() {
+        type ListType = (Option<&'static str>, &'static [&'static str]);
+        let cases: &[(&str, &str, &[&str], ListType)] = &[
+            ("v1", "Pod", &["spec", "containers"], (Some("map"), &["name"])),
+            ("v1", "Pod", &["spec", "containers", "ports"], (Some("map"), &["containerPort", "protocol"])),
+            ("v1", "Pod", &["spec", "ephemeralContainers", "ports"], (Some("map"), &["containerPort", "protocol"])),
+            ("v1", "Pod", &["spec", "volumes"], (Some("map"), &["name"])),
+            ("v1", "Pod", &["spec", "topologySpreadConstraints"], (Some("map"), &["topologyKey", "whenUnsatisfiable"])),
+            ("v1", "Pod", &["spec", "tolerations"], (None, &[])),
+            ("v1", "Pod", &["status", "hostIPs"], (None, &[])),
+            ("v1", "Pod", &["metadata", "finalizers"], (Some("set"), &[])),
+            ("v1", "Node", &["spec", "podCIDRs"], (Some("set"), &[])),
+            ("v1", "Service", &["spec", "ports"], (Some("map"), &["port", "protocol"])),
+            ("batch/v1", "Job", &["status", "conditions"], (None, &[])),
+            ("apps/v1", "Deployment", &["status", "conditions"], (Some("map"), &["type"])),
+            ("apps/v1", "Deployment", &["spec", "strategy"], (None, &[])),
+        ];
+        for (api_version, kind, path, (list_type, map_keys)) in cases {
+            let field = field_at(api_version, kind, path).unwrap_or_else(|| panic!("{kind} {path:?} is modelled"));
+            assert_eq!((field.list_type(), field.map_keys), (*list_type, *map_keys), "{kind} {path:?}");
+            if let Some(first) = field.map_keys.first() {
+                assert_eq!(field.merge_key(), Some(*first), "{kind} {path:?} merges by its first map key");
+            }
         }
     }
 }
