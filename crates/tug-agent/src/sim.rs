@@ -58,6 +58,39 @@ pub struct SimOptions {
     pub delete_delay: Duration,
     /// How often each node renews its lease.
     pub lease_interval: Duration,
+    /// Silences the nodes for a while (tests of a node that goes NotReady and comes back).
+    pub pause: Pause,
+}
+
+/// A switch that silences a sim's nodes, as hosts cut off from the API server for a while:
+/// paused, they write nothing (lease renewals, node and pod status, deletions) — what they
+/// would write waits — while still watching; resumed, they carry on, their waiting writes first.
+/// Clones share the switch. A sim nobody pauses only ever reads the flag.
+#[derive(Debug, Clone)]
+pub struct Pause(Arc<tokio::sync::watch::Sender<bool>>);
+
+impl Default for Pause {
+    fn default() -> Self {
+        Pause(Arc::new(tokio::sync::watch::Sender::new(false)))
+    }
+}
+
+impl Pause {
+    /// Stops every write of the sim's nodes until [`Pause::resume`].
+    pub fn pause(&self) {
+        self.0.send_replace(true);
+    }
+
+    pub fn resume(&self) {
+        self.0.send_replace(false);
+    }
+
+    /// Returns once the nodes may write.
+    async fn resumed(&self) {
+        if *self.0.borrow() {
+            let _ = self.0.subscribe().wait_for(|paused| !paused).await;
+        }
+    }
 }
 
 impl Default for SimOptions {
@@ -74,6 +107,7 @@ impl Default for SimOptions {
             ready_delay: Duration::from_secs(1),
             delete_delay: Duration::from_millis(500),
             lease_interval: Duration::from_secs(10),
+            pause: Pause::default(),
         }
     }
 }
@@ -277,7 +311,7 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, kube::Error>>,
 {
-    write_with(&shared.writes, op).await
+    write_with(shared, &shared.writes, op).await
 }
 
 /// A lease renewal: like [`write`], from the heartbeat pool.
@@ -286,10 +320,10 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, kube::Error>>,
 {
-    write_with(&shared.heartbeats, op).await
+    write_with(shared, &shared.heartbeats, op).await
 }
 
-async fn write_with<T, F, Fut>(pool: &Semaphore, mut op: F) -> Result<T, kube::Error>
+async fn write_with<T, F, Fut>(shared: &Shared, pool: &Semaphore, mut op: F) -> Result<T, kube::Error>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, kube::Error>>,
@@ -297,6 +331,7 @@ where
     let mut pause = Duration::from_millis(100);
     let mut attempt = 1;
     loop {
+        shared.options.pause.resumed().await;
         let result = {
             // A closed semaphore never happens (it lives as long as the sim); go on unbounded.
             let _permit = pool.acquire().await.ok();

@@ -1,10 +1,13 @@
 //! The pods of a sim's nodes: one watch over every bound pod, filtered by our node names; a
-//! bound pod becomes Running and Ready after `ready_delay`, a pod being deleted is finished
-//! (deleted with grace 0, as a kubelet does once its containers stopped) after `delete_delay`.
+//! bound pod becomes Running and Ready after `ready_delay`, a running pod whose status someone
+//! else changed (marked not ready while its node was silent) is written Running and Ready again
+//! at once, a pod being deleted is finished (deleted with grace 0, as a kubelet does once its
+//! containers stopped) after `delete_delay`.
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::Stream;
 use jiff::Timestamp;
@@ -91,7 +94,15 @@ impl PodLoop {
             Action::Nothing => {}
             Action::Start { node, ip } => {
                 let node = self.nodes[node].clone();
-                let handle = self.tasks.spawn(start(self.shared.clone(), pod, node, ip, Timestamp::now()));
+                let delay = self.shared.options.ready_delay;
+                let handle = self.tasks.spawn(start(self.shared.clone(), pod, node, ip, Timestamp::now(), delay));
+                self.handles.insert(view.uid, handle);
+            }
+            Action::Reassert { node, ip } => {
+                let node = self.nodes[node].clone();
+                let started =
+                    pod.status.as_ref().and_then(|s| s.start_time.as_ref()).map_or_else(Timestamp::now, |t| t.0);
+                let handle = self.tasks.spawn(start(self.shared.clone(), pod, node, ip, started, Duration::ZERO));
                 self.handles.insert(view.uid, handle);
             }
             Action::Finish => {
@@ -146,12 +157,22 @@ fn pod_api(shared: &Shared, pod: &Pod) -> Api<Pod> {
     Api::namespaced(shared.client.clone(), pod.metadata.namespace.as_deref().unwrap_or("default"))
 }
 
-/// Waits `ready_delay`, then writes the status of a running, ready pod.
-async fn start(shared: Arc<Shared>, pod: Pod, node: HollowNode, ip: Ipv4Addr, seen: Timestamp) -> Outcome {
+/// Waits `delay` (the pod "starting"), then writes the status of a running, ready pod that
+/// started at `started`.
+async fn start(
+    shared: Arc<Shared>,
+    pod: Pod,
+    node: HollowNode,
+    ip: Ipv4Addr,
+    started: Timestamp,
+    delay: Duration,
+) -> Outcome {
     let uid = pod.metadata.uid.clone().unwrap_or_default();
     let name = pod.metadata.name.clone().unwrap_or_default();
-    tokio::time::sleep(shared.options.ready_delay).await;
-    let patch = Patch::Strategic(running_status(&pod, &node, ip, seen, Timestamp::now()));
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    let patch = Patch::Strategic(running_status(&pod, &node, ip, started, Timestamp::now()));
     let (pods, params) = (pod_api(&shared, &pod), PatchParams::default());
     let result = write(&shared, || pods.patch_status(&name, &params, &patch)).await;
     let gave_up = match result {

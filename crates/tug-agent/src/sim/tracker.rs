@@ -1,5 +1,11 @@
 //! Which pods on our hollow nodes need something done, and their pod IPs. Pure bookkeeping: the
 //! pod loop feeds it watch events and carries out the actions it returns.
+//!
+//! The API's copy of a pod is compared with what its node reports (Running and Ready) on every
+//! event, as the kubelet's status manager does: a status someone changed behind the node's back
+//! (the node lifecycle controller's `Ready=False` while the node was silent) is re-asserted.
+//! Only the parts the node owns count, never times, and only once the node's own write was seen
+//! back, so the node and the controller cannot ping-pong and a write in flight is not repeated.
 
 use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
@@ -18,7 +24,13 @@ pub struct PodView {
     pub terminal: bool,
     /// The pod IP when the pod is already Running (a restarted sim adopts it).
     pub running_ip: Option<Ipv4Addr>,
+    /// The API's copy says what a hollow node reports of a running pod: phase Running, the
+    /// node's conditions (Initialized, ContainersReady, Ready) True, every container ready.
+    pub reported_ready: bool,
 }
+
+/// The pod conditions a node owns and reports True for a running pod.
+const NODE_CONDITIONS: [&str; 3] = ["Initialized", "ContainersReady", "Ready"];
 
 impl PodView {
     /// `None` for a pod that is not bound or has no uid.
@@ -29,12 +41,21 @@ impl PodView {
         let running_ip = (phase == Some("Running"))
             .then(|| status.and_then(|s| s.pod_ip.as_deref()).and_then(|ip| ip.parse().ok()))
             .flatten();
+        let conditions = status.and_then(|s| s.conditions.as_deref()).unwrap_or_default();
+        let condition_true = |kind: &str| conditions.iter().any(|c| c.type_ == kind && c.status == "True");
+        let containers = status.and_then(|s| s.container_statuses.as_deref()).unwrap_or_default();
+        let wanted = pod.spec.as_ref().map_or(0, |s| s.containers.len());
+        let reported_ready = phase == Some("Running")
+            && NODE_CONDITIONS.iter().all(|kind| condition_true(kind))
+            && containers.len() == wanted
+            && containers.iter().all(|c| c.ready);
         Some(PodView {
             uid: pod.metadata.uid.clone()?,
             node,
             deleting: pod.metadata.deletion_timestamp.is_some(),
             terminal: matches!(phase, Some("Succeeded" | "Failed")),
             running_ip,
+            reported_ready,
         })
     }
 }
@@ -48,6 +69,12 @@ pub enum Action {
         node: usize,
         ip: Ipv4Addr,
     },
+    /// The API's copy differs from what its node reports: write it Running and Ready again,
+    /// now, keeping this IP.
+    Reassert {
+        node: usize,
+        ip: Ipv4Addr,
+    },
     /// Its containers "stopped": delete it for good.
     Finish,
     /// Its node has no pod IP left.
@@ -56,11 +83,22 @@ pub enum Action {
     },
 }
 
+/// Where a tracked pod is in its life on a hollow node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Its running status is being written (a start or a re-assertion), not yet seen back.
+    Writing,
+    /// The API showed the status the node reports: a copy that differs is re-asserted.
+    Shown,
+    /// Being deleted: it is finished, nothing more is reported.
+    Finishing,
+}
+
 #[derive(Debug, Clone)]
 struct Tracked {
     node: usize,
     host: Option<u8>,
-    finishing: bool,
+    state: State,
 }
 
 /// The pods of this sim's nodes.
@@ -95,31 +133,47 @@ impl Tracker {
         if let Some(relisted) = &mut self.relisted {
             relisted.insert(pod.uid.clone());
         }
+        let network = self.networks[node];
         if let Some(tracked) = self.pods.get_mut(&pod.uid) {
-            if pod.deleting && !tracked.finishing {
-                tracked.finishing = true;
+            if pod.deleting {
+                if tracked.state == State::Finishing {
+                    return Action::Nothing;
+                }
+                tracked.state = State::Finishing;
                 return Action::Finish;
             }
-            return Action::Nothing;
+            let ip = tracked.host.map(|host| pod_ip(network, host)).or(pod.running_ip);
+            return match (tracked.state, pod.reported_ready, ip) {
+                (State::Writing, true, _) => {
+                    tracked.state = State::Shown;
+                    Action::Nothing
+                }
+                (State::Shown, false, Some(ip)) if !pod.terminal => {
+                    tracked.state = State::Writing;
+                    Action::Reassert { node, ip }
+                }
+                _ => Action::Nothing,
+            };
         }
         // Not seen before: a new pod, or one from before this sim started.
-        let network = self.networks[node];
         let adopted = pod.running_ip.and_then(|ip| host_in(network, ip)).filter(|h| self.pools[node].claim(*h));
         if pod.deleting {
-            self.pods.insert(pod.uid.clone(), Tracked { node, host: adopted, finishing: true });
+            self.pods.insert(pod.uid.clone(), Tracked { node, host: adopted, state: State::Finishing });
             return Action::Finish;
         }
         if pod.terminal {
             return Action::Nothing;
         }
-        if adopted.is_some() || pod.running_ip.is_some() {
-            // Already running (this sim ran it before a restart): keep it as it is.
-            self.pods.insert(pod.uid.clone(), Tracked { node, host: adopted, finishing: false });
-            return Action::Nothing;
+        if let Some(ip) = pod.running_ip {
+            // Already running (this sim ran it before a restart): keep it, with its IP, and
+            // report it Ready again if that is not what the API says.
+            let state = if pod.reported_ready { State::Shown } else { State::Writing };
+            self.pods.insert(pod.uid.clone(), Tracked { node, host: adopted, state });
+            return if pod.reported_ready { Action::Nothing } else { Action::Reassert { node, ip } };
         }
         match self.pools[node].allocate() {
             Some(host) => {
-                self.pods.insert(pod.uid.clone(), Tracked { node, host: Some(host), finishing: false });
+                self.pods.insert(pod.uid.clone(), Tracked { node, host: Some(host), state: State::Writing });
                 Action::Start { node, ip: pod_ip(network, host) }
             }
             None => Action::NoAddress { node },
@@ -166,7 +220,24 @@ mod tests {
     }
 
     fn view(uid: &str, node: &str) -> PodView {
-        PodView { uid: uid.into(), node: node.into(), deleting: false, terminal: false, running_ip: None }
+        PodView {
+            uid: uid.into(),
+            node: node.into(),
+            deleting: false,
+            terminal: false,
+            running_ip: None,
+            reported_ready: false,
+        }
+    }
+
+    /// `view` as the API shows it once the node's running status is in.
+    fn shown(view: PodView, ip: Ipv4Addr) -> PodView {
+        PodView { running_ip: Some(ip), reported_ready: true, ..view }
+    }
+
+    /// `view` running, marked not ready by someone else.
+    fn marked_not_ready(view: PodView, ip: Ipv4Addr) -> PodView {
+        PodView { running_ip: Some(ip), reported_ready: false, ..view }
     }
 
     fn ip(s: &str) -> Ipv4Addr {
@@ -208,9 +279,50 @@ mod tests {
     }
 
     #[test]
+    fn a_status_changed_behind_the_nodes_back_is_reasserted_once_per_change() {
+        let mut t = tracker();
+        let ip = ip("10.42.0.2");
+        assert_eq!(t.applied(&view("1", "a")), Action::Start { node: 0, ip });
+        assert_eq!(t.applied(&view("1", "a")), Action::Nothing, "not running yet: the start is under way");
+        assert_eq!(t.applied(&shown(view("1", "a"), ip)), Action::Nothing, "our write came back");
+        assert_eq!(t.applied(&shown(view("1", "a"), ip)), Action::Nothing, "others' changes that keep it Ready");
+        assert_eq!(t.applied(&marked_not_ready(view("1", "a"), ip)), Action::Reassert { node: 0, ip });
+        assert_eq!(
+            t.applied(&marked_not_ready(view("1", "a"), ip)),
+            Action::Nothing,
+            "the re-assertion is under way: not repeated until seen back"
+        );
+        assert_eq!(t.applied(&shown(view("1", "a"), ip)), Action::Nothing);
+        assert_eq!(t.applied(&marked_not_ready(view("1", "a"), ip)), Action::Reassert { node: 0, ip }, "marked again");
+    }
+
+    #[test]
+    fn pods_deleting_or_terminal_are_not_reasserted() {
+        let mut t = tracker();
+        let ip = ip("10.42.0.2");
+        t.applied(&view("1", "a"));
+        t.applied(&shown(view("1", "a"), ip));
+        let failed = PodView { terminal: true, ..marked_not_ready(view("1", "a"), ip) };
+        assert_eq!(t.applied(&failed), Action::Nothing);
+        let deleting = PodView { deleting: true, ..marked_not_ready(view("1", "a"), ip) };
+        assert_eq!(t.applied(&deleting), Action::Finish);
+        assert_eq!(t.applied(&deleting), Action::Nothing);
+    }
+
+    #[test]
+    fn an_adopted_running_pod_marked_not_ready_is_reasserted_with_its_ip() {
+        let mut t = tracker();
+        let ip = ip("10.42.0.7");
+        assert_eq!(t.applied(&marked_not_ready(view("1", "a"), ip)), Action::Reassert { node: 0, ip });
+        assert_eq!(t.applied(&shown(view("1", "a"), ip)), Action::Nothing);
+        assert_eq!(t.applied(&view("2", "a")), Action::Start { node: 0, ip: self::ip("10.42.0.2") });
+        assert_ne!(t.applied(&view("3", "a")), Action::Start { node: 0, ip }, "its IP stays taken");
+    }
+
+    #[test]
     fn running_pods_are_adopted_with_their_ip() {
         let mut t = tracker();
-        let running = PodView { running_ip: Some(ip("10.42.0.2")), ..view("1", "a") };
+        let running = shown(view("1", "a"), ip("10.42.0.2"));
         assert_eq!(t.applied(&running), Action::Nothing);
         assert_eq!(t.applied(&view("2", "a")), Action::Start { node: 0, ip: ip("10.42.0.3") });
     }
@@ -260,12 +372,37 @@ mod tests {
                 node: "a".into(),
                 deleting: true,
                 terminal: false,
-                running_ip: Some(ip("10.42.0.9"))
+                running_ip: Some(ip("10.42.0.9")),
+                reported_ready: false,
             }
         );
         let unbound: Pod =
             serde_json::from_value(serde_json::json!({"metadata": {"uid": "u"}, "spec": {"containers": []}}))
                 .expect("pod");
         assert_eq!(PodView::of(&unbound), None);
+    }
+
+    #[test]
+    fn the_nodes_own_running_status_reads_as_reported_and_a_changed_ready_does_not() {
+        use super::super::objects::{HollowNode, running_status};
+        let mut pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p", "uid": "u"},
+            "spec": {"nodeName": "a", "containers": [{"name": "c", "image": "i"}, {"name": "d", "image": "i"}]},
+            "status": {"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "True"}]},
+        }))
+        .expect("pod");
+        let node = HollowNode { index: 0, name: "a".into(), pod_network: ip("10.42.0.0") };
+        let now = jiff::Timestamp::now();
+        let patch = running_status(&pod, &node, ip("10.42.0.2"), now, now);
+        pod.status = Some(serde_json::from_value(patch["status"].clone()).expect("status"));
+        assert!(PodView::of(&pod).expect("bound").reported_ready);
+        let mut marked = pod.clone();
+        let conditions = marked.status.as_mut().and_then(|s| s.conditions.as_mut()).expect("conditions");
+        let ready = conditions.iter_mut().find(|c| c.type_ == "Ready").expect("Ready");
+        (ready.status, ready.reason) = ("False".into(), Some("NodeNotReady".into()));
+        assert!(!PodView::of(&marked).expect("bound").reported_ready);
+        let mut one_missing = pod.clone();
+        one_missing.status.as_mut().and_then(|s| s.container_statuses.as_mut()).expect("statuses").pop();
+        assert!(!PodView::of(&one_missing).expect("bound").reported_ready);
     }
 }

@@ -43,13 +43,22 @@ impl Cluster {
 
     /// A cluster whose server is configured by `config` from its data dir.
     pub async fn start_with(config: impl FnOnce(&Path) -> ServerConfig) -> Cluster {
+        Cluster::start_with_controllers(config, Default::default()).await
+    }
+
+    /// Like [`Cluster::start_with`], with the controllers configured by `controllers` (a short
+    /// node grace, say).
+    pub async fn start_with_controllers(
+        config: impl FnOnce(&Path) -> ServerConfig,
+        controllers: tug_controllers::ControllerOptions,
+    ) -> Cluster {
         let dir = tempfile::tempdir().expect("temporary directory");
         let server = tug_apiserver::server::start(config(dir.path())).await.expect("the server starts");
         let client = Client::new(server.local_service(), "default");
         let (stop, stopped) = watch::channel(false);
         let scheduler = tug_scheduler::run(client.clone(), Default::default(), until(stopped.clone()));
         tokio::spawn(async move { scheduler.await.expect("the scheduler runs") });
-        tokio::spawn(tug_controllers::run(client.clone(), Default::default(), until(stopped)));
+        tokio::spawn(tug_controllers::run(client.clone(), controllers, until(stopped)));
         Cluster { dir, server, client, stop }
     }
 }
