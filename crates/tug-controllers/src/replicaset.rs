@@ -1,25 +1,25 @@
 //! The ReplicaSet controller: keeps exactly `spec.replicas` active pods matching the selector.
 //!
-//! [`reconcile`] is the pure core: from the set and the pods it controls, how many pods to
-//! create, which to delete (pending and not-ready ones first, Kubernetes' order) and the status.
-//! [`Controller`] is the loop: it adopts orphans and releases pods that stopped matching
-//! ([`crate::claim`]), waits for its previous writes to show in the cache (expectations), and
-//! carries the plan out — creations in slow-start batches (1, 2, 4, …) that stop at the first
-//! failure, as Kubernetes does, so a quota or admission error costs one request, not a thousand.
+//! [`reconcile`] is the pure core: from the set and the pods it controls, the pods to create,
+//! which to delete (pending and not-ready ones first, Kubernetes' order) and the status.
+//! [`Controller`] is the shared owner-of-pods loop ([`crate::runtime::Controller`]) around it:
+//! it adopts orphans and releases pods that stopped matching, waits for its previous writes to
+//! show in the cache (expectations), and carries the plan out — creations in slow-start batches
+//! that stop at the first failure, whose message becomes the `ReplicaFailure` condition.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::future::join_all;
 use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetCondition, ReplicaSetStatus};
 use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
-use kube::api::{Api, DeleteParams, PostParams, Preconditions};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, Time};
 
-use crate::claim::claim;
-use crate::events::{Note, Recorder};
 use crate::pods::{self, is_active, is_available, is_ready};
-use crate::runtime::{Cache, Expectations, Informer, Key, Queue, dependents};
+use crate::runtime::{self, Context, Enqueue, Informer, Key, Owned, PodAction, Request};
+
+// The CronJob controller still names it here.
+pub use crate::runtime::api_message;
 
 /// At most this many pods are created or deleted per reconcile (Kubernetes' burstReplicas).
 pub const BURST_REPLICAS: usize = 500;
@@ -35,17 +35,10 @@ pub struct Observed<'a> {
     pub create_failure: Option<String>,
 }
 
-/// What to do about it.
-#[derive(Debug, Default, PartialEq)]
-pub struct Plan {
-    /// Pods to create from the template.
-    pub create: usize,
-    /// Pods to delete: (name, uid).
-    pub delete: Vec<(String, String)>,
-    pub status: ReplicaSetStatus,
-    /// When pods become available by time alone (minReadySeconds).
-    pub requeue_after: Option<Duration>,
-}
+/// What to do about it: pods to create (from the template, `generateName: <set>-`) and to
+/// delete; the loop records the per-pod events. `requeue_after`: when pods become available by
+/// time alone (minReadySeconds).
+pub type Plan = runtime::Plan<PodAction, ReplicaSetStatus>;
 
 /// The pure core.
 pub fn reconcile(o: &Observed) -> Plan {
@@ -53,18 +46,28 @@ pub fn reconcile(o: &Observed) -> Plan {
     let want = usize::try_from(spec.and_then(|s| s.replicas).unwrap_or(1).max(0)).unwrap_or(0);
     let min_ready = spec.and_then(|s| s.min_ready_seconds).unwrap_or(0);
     let mut active: Vec<&Pod> = o.pods.iter().copied().filter(|p| is_active(p)).collect();
-    let mut plan = Plan { status: status(o, &active, min_ready), ..Plan::default() };
+    let mut plan = Plan::status(status(o, &active, min_ready));
     if pods::is_deleting(&o.set.metadata) {
         return plan;
     }
     if active.len() < want {
-        plan.create = (want - active.len()).min(BURST_REPLICAS);
+        if let Some(template) = spec.and_then(|s| s.template.as_ref()) {
+            let meta = &o.set.metadata;
+            let owner = pods::controller_ref("apps/v1", "ReplicaSet", meta);
+            let prefix = pods::generate_name_prefix(meta.name.as_deref().unwrap_or_default());
+            let namespace = meta.namespace.as_deref().unwrap_or_default();
+            let pod = pods::pod_from_template(template, namespace, owner, None, &prefix);
+            plan.actions = vec![PodAction::CreatePod(pod); (want - active.len()).min(BURST_REPLICAS)];
+        }
     } else if active.len() > want {
         active.sort_by(|a, b| pods::deletion_order(a, b));
-        plan.delete = active
+        plan.actions = active
             .iter()
             .take((active.len() - want).min(BURST_REPLICAS))
-            .map(|p| (p.metadata.name.clone().unwrap_or_default(), p.metadata.uid.clone().unwrap_or_default()))
+            .map(|p| PodAction::DeletePod {
+                name: p.metadata.name.clone().unwrap_or_default(),
+                uid: p.metadata.uid.clone().unwrap_or_default(),
+            })
             .collect();
     }
     // Ready but not yet available pods become available by time alone.
@@ -123,226 +126,74 @@ fn count(n: usize) -> Option<i32> {
     (n > 0).then(|| i32::try_from(n).unwrap_or(i32::MAX))
 }
 
-/// Creates `count` things in batches of 1, 2, 4, … and stops at the first batch with a failure.
-/// Returns how many were created and the first error.
-pub async fn slow_start<F, Fut, E>(count: usize, create: F) -> (usize, Option<E>)
-where
-    F: Fn() -> Fut,
-    Fut: std::future::Future<Output = Result<(), E>>,
-{
-    let (mut done, mut batch) = (0, 1);
-    while done < count {
-        let size = batch.min(count - done);
-        let results = join_all((0..size).map(|_| create())).await;
-        let ok = results.iter().filter(|r| r.is_ok()).count();
-        done += ok;
-        if let Some(error) = results.into_iter().find_map(Result::err) {
-            return (done, Some(error));
-        }
-        batch *= 2;
-    }
-    (done, None)
+fn selector(set: &ReplicaSet) -> Option<&LabelSelector> {
+    set.spec.as_ref().map(|s| &s.selector)
+}
+
+/// What the loop keeps besides the shared context.
+#[derive(Debug, Clone)]
+struct State {
+    pods: Owned<ReplicaSet, Pod>,
+    /// The last creation error per set, for the ReplicaFailure condition.
+    failures: Arc<Mutex<HashMap<Key, String>>>,
 }
 
 /// The loop around the core.
-#[derive(Clone)]
+#[derive(Debug)]
 pub struct Controller {
-    client: kube::Client,
-    sets: Cache<ReplicaSet>,
-    pods: Cache<Pod>,
-    queue: Queue,
-    expectations: Expectations,
-    recorder: Recorder,
-    /// The last creation error per set, for the ReplicaFailure condition.
-    failures: Arc<std::sync::Mutex<std::collections::HashMap<Key, String>>>,
-}
-
-impl std::fmt::Debug for Controller {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("replicaset::Controller").field("queued", &self.queue.len()).finish()
-    }
+    runtime: runtime::Controller<ReplicaSet>,
+    state: State,
 }
 
 impl Controller {
     /// Wires the controller to the shared informers.
     pub fn new(client: kube::Client, sets: &mut Informer<ReplicaSet>, pods: &mut Informer<Pod>) -> Controller {
-        let controller = Controller {
-            recorder: Recorder::new(client.clone(), "replicaset-controller"),
-            client,
-            sets: sets.cache(),
-            pods: pods.cache(),
-            queue: Queue::new(),
-            expectations: Expectations::default(),
-            failures: Arc::default(),
-        };
-        let (queue, expectations) = (controller.queue.clone(), controller.expectations.clone());
-        sets.on_change(move |old, new| match new {
-            Some(set) => queue.add(Key::of(set)),
-            None => {
-                if let Some(old) = old {
-                    expectations.forget(&Key::of(old));
-                }
-            }
-        });
-        let this = controller.clone();
-        pods.on_change(move |old, new| this.pod_changed(old, new));
-        controller
-    }
-
-    fn pod_changed(&self, old: Option<&Pod>, new: Option<&Pod>) {
-        let owner_of = |meta: &ObjectMeta| dependents::controller_key(meta, "apps/v1", "ReplicaSet");
-        let enqueue = |key| self.queue.add_batched(key);
-        let adopters = |pod: &Pod| {
-            dependents::enqueue_selecting(
-                pod,
-                &self.sets,
-                |s: &ReplicaSet| s.spec.as_ref().map(|s| &s.selector),
-                enqueue,
-            )
-        };
-        dependents::pod_changed(old, new, owner_of, &self.expectations, enqueue, adopters);
+        let mut runtime = runtime::Controller::new("replicaset-controller", client, sets);
+        let pods = runtime.owns(pods, selector, Enqueue::Batched);
+        Controller { runtime, state: State { pods, failures: Arc::default() } }
     }
 
     pub async fn run(self, workers: usize) {
-        self.sets.wait_synced().await;
-        self.pods.wait_synced().await;
-        let queue = self.queue.clone();
-        crate::runtime::run_workers(queue, workers, "replicaset", move |key| {
-            let this = self.clone();
-            async move { this.sync(&key).await }
-        })
-        .await;
-    }
-
-    async fn sync(&self, key: &Key) -> Result<Option<Duration>, kube::Error> {
-        let Some(set) = self.sets.get(key) else {
-            self.expectations.forget(key);
-            return Ok(None);
-        };
-        let pods_api: Api<Pod> = Api::namespaced(self.client.clone(), &key.namespace);
-        let owner_ref = pods::controller_ref("apps/v1", "ReplicaSet", &set.metadata);
-        let selector = set.spec.as_ref().map(|s| &s.selector);
-        // Read before the cache: an event landing between the two must not let a stale view act.
-        let may_act = self.expectations.satisfied(key);
-        let controlled = claim(&pods_api, &self.pods, &set.metadata, &owner_ref, selector).await?;
-        let create_failure = self.failures.lock().unwrap_or_else(|e| e.into_inner()).get(key).cloned();
-        let observed = Observed {
-            set: &set,
-            pods: controlled.iter().map(Arc::as_ref).collect(),
-            now: jiff::Timestamp::now(),
-            create_failure,
-        };
-        let plan = reconcile(&observed);
-        if may_act && (plan.create > 0 || !plan.delete.is_empty()) {
-            self.expectations.expect(key, plan.create, plan.delete.iter().map(|(_, uid)| uid.clone()));
-            self.create_pods(&set, &owner_ref, plan.create, key).await;
-            self.delete_pods(&set, &plan.delete, key).await;
-        }
-        self.write_status(&set, plan.status).await?;
-        Ok(plan.requeue_after)
-    }
-
-    async fn create_pods(
-        &self,
-        set: &ReplicaSet,
-        owner_ref: &k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference,
-        count: usize,
-        key: &Key,
-    ) {
-        if count == 0 {
-            return;
-        }
-        let Some(template) = set.spec.as_ref().and_then(|s| s.template.as_ref()) else { return };
-        let api: Api<Pod> = Api::namespaced(self.client.clone(), &key.namespace);
-        let prefix = pods::generate_name_prefix(&key.name);
-        let (created, error) = slow_start(count, || {
-            let pod = pods::pod_from_template(template, &key.namespace, owner_ref.clone(), None, &prefix);
-            let api = api.clone();
-            async move {
-                let created = api.create(&PostParams::default(), &pod).await?;
-                self.recorder.record(
-                    set,
-                    &Note::normal(
-                        "SuccessfulCreate",
-                        format!("Created pod: {}", created.metadata.name.unwrap_or_default()),
-                    ),
-                );
-                Ok::<(), kube::Error>(())
-            }
-        })
-        .await;
-        // Pods that were never created will never be observed.
-        for _ in created..count {
-            self.expectations.creation_observed(key);
-        }
-        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        match error {
-            Some(e) => {
-                let message = format!("Error creating: {}", api_message(&e));
-                self.recorder.record(set, &Note::warning("FailedCreate", message.clone()));
-                failures.insert(key.clone(), message);
-            }
-            None => {
-                failures.remove(key);
-            }
-        }
-    }
-
-    async fn delete_pods(&self, set: &ReplicaSet, victims: &[(String, String)], key: &Key) {
-        let api: Api<Pod> = Api::namespaced(self.client.clone(), &key.namespace);
-        join_all(victims.iter().map(|(name, uid)| {
-            let api = api.clone();
-            async move {
-                let params = DeleteParams {
-                    preconditions: Some(Preconditions { uid: Some(uid.clone()), resource_version: None }),
-                    ..DeleteParams::default()
-                };
-                match api.delete(name, &params).await {
-                    Ok(_) => {
-                        self.recorder.record(set, &Note::normal("SuccessfulDelete", format!("Deleted pod: {name}")))
-                    }
-                    Err(e) => {
-                        // Not deleted: the deletion will never be observed.
-                        self.expectations.deletion_observed(key, uid);
-                        if !matches!(&e, kube::Error::Api(s) if s.code == 404) {
-                            self.recorder.record(
-                                set,
-                                &Note::warning("FailedDelete", format!("Error deleting: {}", api_message(&e))),
-                            );
-                        }
-                    }
-                }
-            }
-        }))
-        .await;
-    }
-
-    async fn write_status(&self, set: &ReplicaSet, status: ReplicaSetStatus) -> Result<(), kube::Error> {
-        if set.status.as_ref() == Some(&status) {
-            return Ok(());
-        }
-        let api: Api<ReplicaSet> =
-            Api::namespaced(self.client.clone(), set.metadata.namespace.as_deref().unwrap_or_default());
-        let mut updated = set.clone();
-        updated.status = Some(status);
-        api.replace_status(set.metadata.name.as_deref().unwrap_or_default(), &PostParams::default(), &updated).await?;
-        Ok(())
+        self.runtime.run(workers, self.state, sync).await;
     }
 }
 
-/// The message of an API error, as users see it in events.
-pub fn api_message(e: &kube::Error) -> String {
-    match e {
-        kube::Error::Api(status) => status.message.clone(),
-        other => other.to_string(),
+async fn sync(
+    state: State,
+    ctx: Context<ReplicaSet>,
+    request: Request<ReplicaSet>,
+) -> Result<Option<Duration>, kube::Error> {
+    let Request { key, object: set, may_act } = request;
+    let controlled = state.pods.claim(&ctx.client, &set).await?;
+    let failures = || state.failures.lock().unwrap_or_else(|e| e.into_inner());
+    let create_failure = failures().get(&key).cloned();
+    let observed = Observed {
+        set: &set,
+        pods: controlled.iter().map(Arc::as_ref).collect(),
+        now: jiff::Timestamp::now(),
+        create_failure,
+    };
+    let plan = reconcile(&observed);
+    if may_act && !plan.actions.is_empty() {
+        let creations = plan.actions.iter().filter(|a| matches!(a, PodAction::CreatePod(_))).count();
+        // A plan creates or deletes, never both: an error of a plan that creates is a creation's.
+        let error = ctx.carry_out_pods(&set, &key, plan.actions).await.error;
+        if creations > 0 {
+            match error {
+                Some(e) => failures().insert(key.clone(), format!("Error creating: {}", api_message(&e))),
+                None => failures().remove(&key),
+            };
+        }
     }
+    ctx.write_status(&set, plan.status).await?;
+    Ok(plan.requeue_after)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use k8s_openapi::api::apps::v1::ReplicaSetSpec;
-    use k8s_openapi::api::core::v1::{PodCondition, PodSpec, PodStatus};
+    use k8s_openapi::api::core::v1::{PodCondition, PodSpec, PodStatus, PodTemplateSpec};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
     fn set(replicas: i32, min_ready: i32) -> ReplicaSet {
@@ -351,6 +202,7 @@ mod tests {
             spec: Some(ReplicaSetSpec {
                 replicas: Some(replicas),
                 min_ready_seconds: Some(min_ready),
+                template: Some(PodTemplateSpec::default()),
                 ..ReplicaSetSpec::default()
             }),
             status: None,
@@ -376,6 +228,20 @@ mod tests {
         }
     }
 
+    fn creations(plan: &Plan) -> usize {
+        plan.actions.iter().filter(|a| matches!(a, PodAction::CreatePod(_))).count()
+    }
+
+    fn deletions(plan: &Plan) -> Vec<(&str, &str)> {
+        fn deletion(a: &PodAction) -> Option<(&str, &str)> {
+            match a {
+                PodAction::DeletePod { name, uid } => Some((name.as_str(), uid.as_str())),
+                PodAction::CreatePod(_) => None,
+            }
+        }
+        plan.actions.iter().filter_map(deletion).collect()
+    }
+
     fn at(s: i64) -> jiff::Timestamp {
         jiff::Timestamp::from_second(s).unwrap()
     }
@@ -389,8 +255,11 @@ mod tests {
         let running = pod("a", Some("n"), "Running", Some(1));
         let o = Observed { set: &set, pods: vec![&done, &going, &running], now: at(10), create_failure: None };
         let plan = reconcile(&o);
-        assert_eq!(plan.create, 2);
-        assert!(plan.delete.is_empty());
+        assert_eq!(creations(&plan), 2);
+        assert!(deletions(&plan).is_empty());
+        let PodAction::CreatePod(pod) = &plan.actions[0] else { panic!("a creation") };
+        assert_eq!(pod.metadata.generate_name.as_deref(), Some("web-"));
+        assert_eq!(pod.metadata.owner_references.as_ref().unwrap()[0].kind, "ReplicaSet");
         assert_eq!(plan.status.replicas, 1);
         assert_eq!(plan.status.ready_replicas, Some(1));
         assert_eq!(plan.status.observed_generation, Some(3));
@@ -404,9 +273,7 @@ mod tests {
         let pending = pod("pending", None, "Pending", None);
         let o = Observed { set: &set, pods: vec![&ready, &unready, &pending], now: at(10), create_failure: None };
         let plan = reconcile(&o);
-        let names: Vec<_> = plan.delete.iter().map(|(n, _)| n.as_str()).collect();
-        assert_eq!(names, ["pending", "unready"]);
-        assert_eq!(plan.delete[0].1, "uid-pending");
+        assert_eq!(deletions(&plan), [("pending", "uid-pending"), ("unready", "uid-unready")]);
     }
 
     #[test]
@@ -428,21 +295,8 @@ mod tests {
         set.metadata.deletion_timestamp = Some(Time(at(1)));
         let o = Observed { set: &set, pods: vec![], now: at(10), create_failure: Some("quota".into()) };
         let plan = reconcile(&o);
-        assert_eq!(plan.create, 0);
+        assert_eq!(creations(&plan), 0);
         let condition = &plan.status.conditions.unwrap()[0];
         assert_eq!((condition.type_.as_str(), condition.reason.as_deref()), ("ReplicaFailure", Some("FailedCreate")));
-    }
-
-    #[tokio::test]
-    async fn slow_start_doubles_batches_and_stops_at_the_first_failure() {
-        let calls = std::sync::atomic::AtomicUsize::new(0);
-        let (done, error) = slow_start(100, || {
-            let n = calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            async move { if n == 5 { Err("boom") } else { Ok(()) } }
-        })
-        .await;
-        // Batches 1 and 2 succeed (3 calls), batch 4 has the failure: 3 + 3 created, then stop.
-        assert_eq!((done, error), (6, Some("boom")));
-        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 7);
     }
 }

@@ -25,7 +25,7 @@ use kube::api::{Api, DeleteParams, PostParams, Preconditions};
 use crate::claim::claim;
 use crate::events::{Note, Recorder};
 use crate::pods;
-use crate::replicaset::{api_message, slow_start};
+use crate::runtime::{api_message, slow_start};
 use crate::runtime::{Cache, Expectations, Informer, Key, Queue, dependents};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
@@ -127,7 +127,7 @@ impl Controller {
                 enqueue,
             )
         };
-        dependents::pod_changed(old, new, owner_key, &self.expectations, enqueue, adopters);
+        dependents::dependent_changed(old, new, owner_key, &self.expectations, enqueue, adopters);
     }
 
     pub async fn run(self, workers: usize) {

@@ -28,7 +28,7 @@ use self::core::{Action, Observed, TRACKING_FINALIZER, reconcile};
 use crate::claim::claim;
 use crate::events::{Note, Recorder};
 use crate::pods;
-use crate::replicaset::{api_message, slow_start};
+use crate::runtime::{api_message, slow_start};
 use crate::runtime::{Cache, Expectations, Informer, Key, Queue, dependents, run_workers};
 
 /// The loop around [`core::reconcile`].
@@ -109,7 +109,7 @@ impl Controller {
         let adopters = |pod: &Pod| {
             dependents::enqueue_selecting(pod, &self.jobs, |j: &Job| j.spec.as_ref()?.selector.as_ref(), enqueue)
         };
-        dependents::pod_changed(old, new, job_of, &self.expectations, enqueue, adopters);
+        dependents::dependent_changed(old, new, job_of, &self.expectations, enqueue, adopters);
         // A finished pod still holding the tracking finalizer without its Job: release it.
         if let Some(pod) = new
             && has_tracking_finalizer(pod)

@@ -133,9 +133,26 @@ impl<K: Resource> Cache<K> {
 
     /// Waits until the first full list has been loaded.
     pub async fn wait_synced(&self) {
+        self.synced().await;
+    }
+
+    /// [`Cache::wait_synced`] as a future that borrows nothing.
+    pub fn synced(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
         let mut synced = self.synced.clone();
-        // The sender lives as long as the informer task; if it is gone, there is nothing to wait for.
-        let _ = synced.wait_for(|s| *s).await;
+        async move {
+            // The sender lives as long as the informer task; if it is gone, there is nothing to
+            // wait for.
+            let _ = synced.wait_for(|s| *s).await;
+        }
+    }
+
+    /// A cache holding these objects, already synced: for tests of what reads caches.
+    pub fn of(objects: impl IntoIterator<Item = K>) -> Cache<K> {
+        let mut indexed = Indexed::default();
+        for obj in objects {
+            indexed.apply(Arc::new(obj));
+        }
+        Cache { inner: Arc::new(RwLock::new(indexed)), synced: watch::channel(true).1 }
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Indexed<K>> {
@@ -143,6 +160,28 @@ impl<K: Resource> Cache<K> {
         // handlers run), so a poisoned lock is still consistent.
         self.inner.read().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+/// Replaces the cache's content with a fresh list at once, and returns what the handlers must
+/// hear of: `(old, new)` for every object that is new or changed (another resourceVersion), and
+/// `(old, None)` for every object that went meanwhile.
+#[allow(clippy::type_complexity)]
+fn replace_all<K: Resource>(inner: &RwLock<Indexed<K>>, fresh: Vec<Arc<K>>) -> Vec<(Option<Arc<K>>, Option<Arc<K>>)> {
+    let mut next = Indexed::default();
+    for obj in &fresh {
+        next.apply(obj.clone());
+    }
+    let previous = std::mem::replace(&mut *inner.write().unwrap_or_else(|e| e.into_inner()), next);
+    let mut gone = previous.objects;
+    let mut changes = Vec::new();
+    for obj in fresh {
+        let old = gone.remove(&Key::of(obj.as_ref()));
+        if old.as_ref().is_none_or(|o| o.resource_version() != obj.resource_version()) {
+            changes.push((old, Some(obj)));
+        }
+    }
+    changes.extend(gone.into_values().map(|old| (Some(old), None)));
+    changes
 }
 
 /// The writing side: owns the watch and the handlers.
@@ -215,25 +254,98 @@ where
                 Event::InitApply(obj) => relisted.get_or_insert_with(Vec::new).push(Arc::new(obj)),
                 Event::InitDone => {
                     let fresh = relisted.take().unwrap_or_default();
-                    let mut next = Indexed::default();
-                    for obj in &fresh {
-                        next.apply(obj.clone());
-                    }
-                    let previous = std::mem::replace(&mut *inner.write().unwrap_or_else(|e| e.into_inner()), next);
-                    let mut gone = previous.objects;
-                    for obj in &fresh {
-                        let old = gone.remove(&Key::of(obj.as_ref()));
-                        let changed = old.as_ref().is_none_or(|o| o.resource_version() != obj.resource_version());
-                        if changed {
-                            notify(old.as_deref(), Some(obj));
-                        }
-                    }
-                    for old in gone.values() {
-                        notify(Some(old), None);
+                    for (old, new) in replace_all(&inner, fresh) {
+                        notify(old.as_deref(), new.as_deref());
                     }
                     synced_tx.send_replace(true);
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::Pod;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+
+    fn pod(ns: &str, name: &str, controller: Option<&str>, version: &str) -> Pod {
+        let owner = |uid: &str| OwnerReference {
+            api_version: "apps/v1".into(),
+            kind: "ReplicaSet".into(),
+            name: "rs".into(),
+            uid: uid.into(),
+            controller: Some(true),
+            ..OwnerReference::default()
+        };
+        Pod {
+            metadata: ObjectMeta {
+                namespace: Some(ns.into()),
+                name: Some(name.into()),
+                resource_version: Some(version.into()),
+                owner_references: controller.map(|uid| vec![owner(uid)]),
+                ..ObjectMeta::default()
+            },
+            ..Pod::default()
+        }
+    }
+
+    fn names(pods: Vec<Arc<Pod>>) -> Vec<String> {
+        let mut names: Vec<String> = pods.iter().map(|p| p.name_any()).collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn objects_are_found_by_their_controller_and_orphans_by_namespace() {
+        let cache = Cache::of([pod("a", "p1", Some("u1"), "1"), pod("a", "p2", None, "1"), pod("b", "p3", None, "1")]);
+        assert_eq!(names(cache.controlled_by("u1")), ["p1"]);
+        assert_eq!(names(cache.orphans_in("a")), ["p2"]);
+        assert_eq!(names(cache.orphans_in("b")), ["p3"]);
+        assert_eq!(names(cache.list_namespace("a")), ["p1", "p2"]);
+        // Adopted: it moves from the orphans to its controller.
+        let adopted = Arc::new(pod("a", "p2", Some("u1"), "2"));
+        let old = cache.inner.write().unwrap().apply(adopted);
+        assert_eq!(old.map(|o| o.resource_version()), Some(Some("1".into())));
+        assert_eq!(names(cache.controlled_by("u1")), ["p1", "p2"]);
+        assert!(cache.orphans_in("a").is_empty());
+        // Released to another controller, then removed: no index keeps it, none is left empty.
+        cache.inner.write().unwrap().apply(Arc::new(pod("a", "p1", Some("u2"), "3")));
+        assert_eq!(names(cache.controlled_by("u2")), ["p1"]);
+        assert_eq!(names(cache.controlled_by("u1")), ["p2"]);
+        cache.inner.write().unwrap().remove(&Key::new("a", "p1"));
+        assert!(cache.controlled_by("u2").is_empty());
+        let inner = cache.inner.read().unwrap();
+        assert!(!inner.by_controller.contains_key("u2"), "an emptied index entry is dropped");
+        assert!(!inner.orphans.contains_key("a"));
+        assert_eq!(cache.len(), 3 - 1);
+    }
+
+    #[test]
+    fn a_relist_tells_the_handlers_only_what_changed_meanwhile() {
+        let cache = Cache::of([
+            pod("a", "same", None, "1"),
+            pod("a", "changed", Some("u1"), "1"),
+            pod("a", "gone", Some("u1"), "1"),
+        ]);
+        let fresh = [pod("a", "same", None, "1"), pod("a", "changed", None, "2"), pod("a", "new", Some("u1"), "3")];
+        let changes = replace_all(&cache.inner, fresh.into_iter().map(Arc::new).collect());
+        let mut seen: Vec<(Option<String>, Option<String>)> = changes
+            .iter()
+            .map(|(old, new)| {
+                let version = |p: &Option<Arc<Pod>>| {
+                    p.as_ref().map(|p| format!("{}@{}", p.name_any(), p.resource_version().unwrap()))
+                };
+                (version(old), version(new))
+            })
+            .collect();
+        seen.sort();
+        let s = |v: &str| Some(v.to_string());
+        assert_eq!(seen, [(None, s("new@3")), (s("changed@1"), s("changed@2")), (s("gone@1"), None)]);
+        // The indexes are the fresh list's.
+        assert_eq!(names(cache.controlled_by("u1")), ["new"]);
+        assert_eq!(names(cache.orphans_in("a")), ["changed", "same"]);
+        assert!(cache.get(&Key::new("a", "gone")).is_none());
     }
 }

@@ -1,15 +1,23 @@
 //! The machinery every controller loop shares: shared indexed informers, a work queue with
-//! client-go's guarantees, expectations (what a controller is waiting to see in its caches), and
-//! the routing of pod changes to the controllers that own pods.
+//! client-go's guarantees, expectations (what a controller is waiting to see in its caches), the
+//! routing of dependents' changes to their owners, and the one owner-of-pods loop built from
+//! them ([`Controller`]): a controller is its pure core (observed → [`Plan`]) plus a few lines
+//! declaring what it watches and owns.
 
+pub mod controller;
 pub mod dependents;
 pub mod expectations;
 pub mod informer;
+pub mod plan;
 pub mod queue;
+pub mod writes;
 
+pub use controller::{Context, Controller, Enqueue, Owned, Request};
 pub use expectations::Expectations;
 pub use informer::{Cache, Informer};
+pub use plan::{Plan, PodAction};
 pub use queue::{Queue, run_workers};
+pub use writes::{HasStatus, PodWrites, api_message, slow_start};
 
 /// An object's namespace (empty when cluster-scoped) and name: what a work queue holds.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -245,14 +245,36 @@ mod tests {
         assert_eq!(backoff(40), BACKOFF_MAX);
     }
 
+    /// Paused time: the runtime moves the clock only when every task waits, so "not before"
+    /// and "right at" are exact, with no real waiting.
     #[tokio::test(start_paused = true)]
-    async fn failures_come_back_after_their_backoff() {
+    async fn failures_come_back_at_their_backoff_and_not_before() {
         let q = Queue::new();
+        let comes_back_after = |wait: Duration| {
+            let q = q.clone();
+            async move {
+                let failed_at = tokio::time::Instant::now();
+                let early = tokio::time::timeout(wait - Duration::from_millis(1), q.next()).await;
+                assert!(early.is_err(), "handed out before its back-off of {wait:?}");
+                let again = tokio::time::timeout(Duration::from_millis(2), q.next()).await;
+                let again = again.expect("back once its back-off is over").expect("a key");
+                assert!(failed_at.elapsed() >= wait, "back after {:?}, not {wait:?}", failed_at.elapsed());
+                again
+            }
+        };
+        q.add(key("a"));
+        let mut a = q.next().await.unwrap();
+        for failures in 1..=4 {
+            q.done(&a, Outcome::Failed);
+            assert!(q.is_empty());
+            a = comes_back_after(backoff(failures)).await;
+            assert_eq!(a, key("a"));
+        }
+        // A success forgets the failures: the next one waits the first back-off again.
+        q.done(&a, Outcome::Done(None));
         q.add(key("a"));
         let a = q.next().await.unwrap();
         q.done(&a, Outcome::Failed);
-        assert!(q.is_empty());
-        let again = tokio::time::timeout(Duration::from_secs(1), q.next()).await;
-        assert_eq!(again.unwrap(), Some(key("a")));
+        assert_eq!(comes_back_after(backoff(1)).await, key("a"));
     }
 }

@@ -29,7 +29,7 @@ use kube::api::{Api, DeleteParams, PostParams, Preconditions};
 use crate::claim::claim;
 use crate::events::{Note, Recorder};
 use crate::pods;
-use crate::replicaset::api_message;
+use crate::runtime::api_message;
 use crate::runtime::{Cache, Expectations, Informer, Key, Queue, dependents};
 
 pub use self::core::{Action, Observed, Plan, reconcile};
@@ -184,7 +184,7 @@ impl Controller {
                 enqueue,
             )
         };
-        dependents::pod_changed(old, new, owner_key, &self.expectations, enqueue, adopters);
+        dependents::dependent_changed(old, new, owner_key, &self.expectations, enqueue, adopters);
     }
 
     /// A claim changed: the sets of its namespace whose claim templates name it look again
