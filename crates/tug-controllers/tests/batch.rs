@@ -6,9 +6,7 @@
 //! status, with a terminated container state. CronJobs read a test clock that the tests move.
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use jiff::Timestamp;
 use k8s_openapi::api::batch::v1::{CronJob, Job, JobCondition};
@@ -16,68 +14,19 @@ use k8s_openapi::api::core::v1::{Event, Pod};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::json;
-use tokio::sync::watch;
-use tug_agent::sim::{self, SimOptions};
-use tug_apiserver::server::{RunningServer, ServerConfig};
 use tug_testkit::eventually;
 
-const DEADLINE: Duration = Duration::from_secs(60);
+mod support;
+
+use support::{Cluster, DEADLINE, Setup};
+
 const TRACKING_FINALIZER: &str = "batch.kubernetes.io/job-tracking";
 
-/// A server with the scheduler, the controllers and two hollow nodes, all in this process.
-/// The controllers' clock reads `clock` (seconds since the epoch).
-struct Cluster {
-    _dir: tempfile::TempDir,
-    _server: RunningServer,
-    client: Client,
-    clock: Arc<AtomicI64>,
-    stop: watch::Sender<bool>,
-}
-
-impl Cluster {
-    async fn start() -> Cluster {
-        let dir = tempfile::tempdir().expect("temporary directory");
-        let server = tug_apiserver::server::start(ServerConfig::local(dir.path())).await.expect("the server starts");
-        let client = Client::new(server.local_service(), "default");
-        let (stop, stopped) = watch::channel(false);
-        let until_stopped = |mut rx: watch::Receiver<bool>| async move {
-            let _ = rx.wait_for(|s| *s).await;
-        };
-        let scheduler = tug_scheduler::run(client.clone(), Default::default(), until_stopped(stopped.clone()));
-        tokio::spawn(async move { scheduler.await.expect("the scheduler runs") });
-        let clock = Arc::new(AtomicI64::new(Timestamp::now().as_second()));
-        let reading = clock.clone();
-        let options = tug_controllers::ControllerOptions {
-            clock: Arc::new(move || Timestamp::from_second(reading.load(Ordering::SeqCst)).expect("a valid time")),
-            ..Default::default()
-        };
-        tokio::spawn(tug_controllers::run(client.clone(), options, until_stopped(stopped.clone())));
-        let nodes = SimOptions {
-            nodes: 2,
-            name_prefix: "batch".into(),
-            ready_delay: Duration::from_millis(50),
-            delete_delay: Duration::from_millis(50),
-            lease_interval: Duration::from_millis(500),
-            ..SimOptions::default()
-        };
-        let sim = sim::run(client.clone(), nodes, until_stopped(stopped));
-        tokio::spawn(async move { sim.await.expect("the sim runs") });
-        Cluster { _dir: dir, _server: server, client, clock, stop }
-    }
-
-    fn api<K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>>(&self) -> Api<K> {
-        Api::namespaced(self.client.clone(), "default")
-    }
-
-    fn set_clock(&self, t: Timestamp) {
-        self.clock.store(t.as_second(), Ordering::SeqCst);
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let _ = self.stop.send(true);
-    }
+/// The cluster of these tests: two hollow nodes; the controllers read a test clock.
+async fn cluster() -> Cluster {
+    let cluster = Cluster::start_with(Setup { test_clock: true, ..Setup::default() }).await;
+    cluster.nodes("batch", 2);
+    cluster
 }
 
 fn job(name: &str, spec: serde_json::Value) -> Job {
@@ -166,7 +115,7 @@ async fn events(client: &Client, name: &str, reason: &str) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_runs_ten_completions_three_at_a_time() {
-    let cluster = Cluster::start().await;
+    let cluster = cluster().await;
     let (jobs, pods) = (cluster.api::<Job>(), cluster.api::<Pod>());
     let spec = json!({"parallelism": 3, "completions": 10});
     jobs.create(&PostParams::default(), &job("count", spec)).await.expect("Job created");
@@ -204,7 +153,7 @@ async fn a_job_runs_ten_completions_three_at_a_time() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_fails_once_its_pods_fail_beyond_the_backoff_limit() {
-    let cluster = Cluster::start().await;
+    let cluster = cluster().await;
     let (jobs, pods) = (cluster.api::<Job>(), cluster.api::<Pod>());
     let spec = json!({"parallelism": 2, "completions": 2, "backoffLimit": 1});
     jobs.create(&PostParams::default(), &job("flaky", spec)).await.expect("Job created");
@@ -232,7 +181,7 @@ async fn a_job_fails_once_its_pods_fail_beyond_the_backoff_limit() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleting_a_running_job_takes_its_pods_with_it() {
-    let cluster = Cluster::start().await;
+    let cluster = cluster().await;
     let (jobs, pods) = (cluster.api::<Job>(), cluster.api::<Pod>());
     jobs.create(&PostParams::default(), &job("doomed", json!({"parallelism": 2, "completions": 4})))
         .await
@@ -254,7 +203,7 @@ async fn deleting_a_running_job_takes_its_pods_with_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cron_job_starts_jobs_on_schedule_one_at_a_time_and_keeps_history() {
-    let cluster = Cluster::start().await;
+    let cluster = cluster().await;
     let (cronjobs, jobs, pods) = (cluster.api::<CronJob>(), cluster.api::<Job>(), cluster.api::<Pod>());
     let cronjob: CronJob = serde_json::from_value(json!({
         "apiVersion": "batch/v1",

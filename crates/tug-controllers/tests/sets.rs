@@ -3,127 +3,17 @@
 //! one pod per node, and the status fields kubectl reads.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{DaemonSet, StatefulSet};
 use k8s_openapi::api::core::v1::{Event, PersistentVolumeClaim, Pod, Taint};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
-use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use serde_json::json;
-use tokio::sync::watch;
-use tug_agent::sim::{self, SimOptions};
-use tug_apiserver::server::{RunningServer, ServerConfig};
 use tug_testkit::eventually;
 
-const DEADLINE: Duration = Duration::from_secs(60);
+mod support;
 
-/// A server with the scheduler and the controllers, all in this process.
-struct Cluster {
-    _dir: tempfile::TempDir,
-    _server: RunningServer,
-    client: Client,
-    stop: watch::Sender<bool>,
-}
-
-impl Cluster {
-    async fn start() -> Cluster {
-        let dir = tempfile::tempdir().expect("temporary directory");
-        let server = tug_apiserver::server::start(ServerConfig::local(dir.path())).await.expect("the server starts");
-        let client = Client::new(server.local_service(), "default");
-        let (stop, stopped) = watch::channel(false);
-        let until_stopped = |mut rx: watch::Receiver<bool>| async move {
-            let _ = rx.wait_for(|s| *s).await;
-        };
-        let scheduler = tug_scheduler::run(client.clone(), Default::default(), until_stopped(stopped.clone()));
-        tokio::spawn(async move { scheduler.await.expect("the scheduler runs") });
-        tokio::spawn(tug_controllers::run(client.clone(), Default::default(), until_stopped(stopped)));
-        Cluster { _dir: dir, _server: server, client, stop }
-    }
-
-    /// Hollow nodes named `<prefix>-<i>` with these taints, running until the cluster stops.
-    fn nodes(&self, prefix: &str, count: usize, taints: Vec<Taint>) {
-        let mut stopped = self.stop.subscribe();
-        let options = SimOptions {
-            nodes: count,
-            name_prefix: prefix.into(),
-            taints,
-            ready_delay: Duration::from_millis(50),
-            delete_delay: Duration::from_millis(50),
-            lease_interval: Duration::from_millis(300),
-            ..SimOptions::default()
-        };
-        let task = sim::run(self.client.clone(), options, async move {
-            let _ = stopped.wait_for(|s| *s).await;
-        });
-        tokio::spawn(async move { task.await.expect("the sim runs") });
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let _ = self.stop.send(true);
-    }
-}
-
-/// One pod as a watch delivered it, in the API's order.
-#[derive(Debug, Clone)]
-struct Seen {
-    name: String,
-    ready: bool,
-    deleting: bool,
-    gone: bool,
-}
-
-/// Every pod change in the namespace, in the order the API made them, from now on until the
-/// cluster stops.
-fn record_pods(cluster: &Cluster) -> Arc<Mutex<Vec<Seen>>> {
-    let log: Arc<Mutex<Vec<Seen>>> = Arc::default();
-    let api: Api<Pod> = Api::namespaced(cluster.client.clone(), "default");
-    let sink = log.clone();
-    let mut stopped = cluster.stop.subscribe();
-    tokio::spawn(async move {
-        // Backoff: once the server is gone, a watcher without it retries in a busy loop.
-        let mut events = watcher(api, watcher::Config::default()).default_backoff().boxed();
-        loop {
-            let event = tokio::select! {
-                _ = stopped.wait_for(|s| *s) => return,
-                event = events.next() => match event {
-                    Some(event) => event,
-                    None => return,
-                },
-            };
-            let (pod, gone) = match event {
-                Ok(watcher::Event::Apply(pod) | watcher::Event::InitApply(pod)) => (pod, false),
-                Ok(watcher::Event::Delete(pod)) => (pod, true),
-                _ => continue,
-            };
-            let seen = Seen {
-                name: pod.name_any(),
-                ready: is_ready(&pod),
-                deleting: pod.metadata.deletion_timestamp.is_some(),
-                gone,
-            };
-            sink.lock().expect("log lock").push(seen);
-        }
-    });
-    log
-}
-
-/// The position of the first entry after `from` that satisfies `what`.
-fn first(log: &[Seen], from: usize, what: impl Fn(&Seen) -> bool) -> Option<usize> {
-    log.iter().skip(from).position(what).map(|i| i + from)
-}
-
-fn is_ready(pod: &Pod) -> bool {
-    let status = pod.status.as_ref();
-    status.and_then(|s| s.phase.as_deref()) == Some("Running")
-        && status
-            .and_then(|s| s.conditions.as_ref())
-            .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-}
+use support::{Cluster, DEADLINE, first, is_ready, record_pods};
 
 /// The live (not deleting) pods labelled `app=<app>`.
 async fn live_pods(api: &Api<Pod>, app: &str) -> Vec<Pod> {
@@ -192,7 +82,7 @@ async fn claim_names(client: &Client) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stateful_set_creates_scales_and_updates_pods_in_ordinal_order() {
     let cluster = Cluster::start().await;
-    cluster.nodes("sts", 3, vec![]);
+    cluster.nodes("sts", 3);
     let log = record_pods(&cluster);
     let sets: Api<StatefulSet> = Api::namespaced(cluster.client.clone(), "default");
     let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), "default");
@@ -329,17 +219,17 @@ async fn one_pod_per_node(client: &Client, nodes: &[&str]) -> Vec<Pod> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_daemon_set_runs_one_pod_on_every_node_it_tolerates() {
     let cluster = Cluster::start().await;
-    cluster.nodes("ds", 3, vec![]);
+    cluster.nodes("ds", 3);
     let taint =
         Taint { key: "dedicated".into(), value: Some("infra".into()), effect: "NoSchedule".into(), ..Taint::default() };
-    cluster.nodes("infra", 1, vec![taint]);
+    cluster.tainted_nodes("infra", 1, vec![taint]);
     let sets: Api<DaemonSet> = Api::namespaced(cluster.client.clone(), "default");
     sets.create(&PostParams::default(), &daemon_set()).await.expect("created");
     let pods = one_pod_per_node(&cluster.client, &["ds-0", "ds-1", "ds-2"]).await;
     assert!(pods.iter().all(|p| p.name_any().starts_with("agent-")), "pods are named after their set");
 
     // A node joining gets its pod; the tainted node still gets none.
-    cluster.nodes("late", 1, vec![]);
+    cluster.nodes("late", 1);
     let pods = one_pod_per_node(&cluster.client, &["ds-0", "ds-1", "ds-2", "late-0"]).await;
 
     // The events name the pods the server created, not the generateName prefix.

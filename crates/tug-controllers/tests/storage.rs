@@ -3,59 +3,15 @@
 //! the node its first pod is scheduled to, later pods follow the volume there, a pod with a
 //! missing claim says so, and deleting the claim deletes its volume.
 
-use std::time::Duration;
-
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod};
-use kube::Client;
 use kube::api::{Api, DeleteParams, PostParams};
 use serde_json::json;
-use tokio::sync::watch;
-use tug_agent::sim::{self, SimOptions};
-use tug_apiserver::server::{RunningServer, ServerConfig};
 use tug_controllers::localpath;
 use tug_testkit::eventually;
 
-const DEADLINE: Duration = Duration::from_secs(60);
+mod support;
 
-/// A server with the scheduler, the controllers and `nodes` hollow nodes, all in this process.
-struct Cluster {
-    _dir: tempfile::TempDir,
-    _server: RunningServer,
-    client: Client,
-    stop: watch::Sender<bool>,
-}
-
-impl Cluster {
-    async fn start(nodes: usize) -> Cluster {
-        let dir = tempfile::tempdir().expect("temporary directory");
-        let server = tug_apiserver::server::start(ServerConfig::local(dir.path())).await.expect("the server starts");
-        let client = Client::new(server.local_service(), "default");
-        let (stop, stopped) = watch::channel(false);
-        let until_stopped = |mut rx: watch::Receiver<bool>| async move {
-            let _ = rx.wait_for(|s| *s).await;
-        };
-        let scheduler = tug_scheduler::run(client.clone(), Default::default(), until_stopped(stopped.clone()));
-        tokio::spawn(async move { scheduler.await.expect("the scheduler runs") });
-        tokio::spawn(tug_controllers::run(client.clone(), Default::default(), until_stopped(stopped.clone())));
-        let options = SimOptions {
-            nodes,
-            name_prefix: "disk".into(),
-            ready_delay: Duration::from_millis(50),
-            delete_delay: Duration::from_millis(50),
-            lease_interval: Duration::from_millis(300),
-            ..SimOptions::default()
-        };
-        let sim = sim::run(client.clone(), options, until_stopped(stopped));
-        tokio::spawn(async move { sim.await.expect("the sim runs") });
-        Cluster { _dir: dir, _server: server, client, stop }
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let _ = self.stop.send(true);
-    }
-}
+use support::{Cluster, DEADLINE};
 
 fn pod_using(name: &str, claim: &str) -> Pod {
     serde_json::from_value(json!({
@@ -93,7 +49,8 @@ async fn delete_and_wait(pods: &Api<Pod>, name: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_claim_is_provisioned_where_its_pod_runs_and_keeps_it_there() {
-    let cluster = Cluster::start(3).await;
+    let cluster = Cluster::start().await;
+    cluster.nodes("disk", 3);
     let claims: Api<PersistentVolumeClaim> = Api::namespaced(cluster.client.clone(), "default");
     let volumes: Api<PersistentVolume> = Api::all(cluster.client.clone());
     let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), "default");
