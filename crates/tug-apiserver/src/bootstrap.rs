@@ -22,6 +22,12 @@ use crate::{Api, Reply, object};
 
 pub const DEFAULT_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public", "kube-node-lease"];
 
+/// Namespaces that may not be deleted (Kubernetes' NamespaceLifecycle admission): the
+/// scheduler's and controllers' Leases live in `kube-system`. `kube-node-lease` may be deleted,
+/// as in Kubernetes, and is created again once it is gone (kube-apiserver's system namespaces
+/// controller does that too), so nodes can renew their Leases.
+pub const UNDELETABLE_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public"];
+
 fn request(api_version: &str, kind: &str, namespace: Option<&str>, name: Option<&str>) -> ResourceRequest {
     ResourceRequest {
         rt: registry::by_kind(api_version, kind).expect("registered kind"),
@@ -36,12 +42,7 @@ fn request(api_version: &str, kind: &str, namespace: Option<&str>, name: Option<
 pub async fn ensure_defaults(api: &Arc<Api>, addr: SocketAddr) {
     let q = Query::default();
     for ns in DEFAULT_NAMESPACES {
-        let obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
-        match api.create(&request("v1", "Namespace", None, None), &q, obj, &mut Reply::default()).await {
-            Ok(_) => tracing::info!(namespace = ns, "created default namespace"),
-            Err(e) if e.code == 409 => {}
-            Err(e) => tracing::warn!(namespace = ns, error = %e, "cannot create default namespace"),
-        }
+        ensure_namespace(api, ns).await;
     }
     let svc = json!({
         "apiVersion": "v1", "kind": "Service",
@@ -62,6 +63,16 @@ pub async fn ensure_defaults(api: &Arc<Api>, addr: SocketAddr) {
     // once it holds what was just written, or the first claim may miss its default class.
     if let Err(e) = api.cache.sync().await {
         tracing::warn!(error = %e, "the watch cache is behind the bootstrap objects");
+    }
+}
+
+/// Creates one of the [`DEFAULT_NAMESPACES`] unless it exists.
+async fn ensure_namespace(api: &Arc<Api>, ns: &str) {
+    let obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
+    match api.create(&request("v1", "Namespace", None, None), &Query::default(), obj, &mut Reply::default()).await {
+        Ok(_) => tracing::info!(namespace = ns, "created default namespace"),
+        Err(e) if e.code == 409 => {}
+        Err(e) => tracing::warn!(namespace = ns, error = %e, "cannot create default namespace"),
     }
 }
 
@@ -103,7 +114,12 @@ pub fn spawn_namespace_finalizer(api: Arc<Api>) {
             let mut still = Vec::new();
             for ns in pending.drain(..) {
                 match finalize(&api, &ns).await {
-                    Ok(true) => tracing::info!(namespace = %ns, "namespace deleted"),
+                    Ok(true) => {
+                        tracing::info!(namespace = %ns, "namespace deleted");
+                        if DEFAULT_NAMESPACES.contains(&ns.as_str()) {
+                            ensure_namespace(&api, &ns).await;
+                        }
+                    }
                     Ok(false) => still.push(ns),
                     Err(e) => {
                         tracing::warn!(namespace = %ns, error = %e, "namespace cleanup failed; will retry");

@@ -303,7 +303,7 @@ impl Api {
                 Ok(self.render_one(rt, obj, render, StatusCode::OK))
             }
             ("POST", false, None) => {
-                let obj = rest::decode_body(&read_body(body).await?, ct)?;
+                let obj = rest::decode_object(&read_body(body).await?, ct, rt)?;
                 let created = self.create(&req, &q, obj, reply).await?;
                 Ok(self.render_one(rt, created, render, StatusCode::CREATED))
             }
@@ -313,7 +313,7 @@ impl Api {
                     Some("finalize") => WriteScope::Finalize,
                     _ => WriteScope::Main,
                 };
-                let obj = rest::decode_body(&read_body(body).await?, ct)?;
+                let obj = rest::decode_object(&read_body(body).await?, ct, rt)?;
                 let updated = self.update(&req, &q, scope, obj, reply).await?;
                 Ok(self.render_one(rt, updated, render, StatusCode::OK))
             }
@@ -330,7 +330,7 @@ impl Api {
                 let pending = object::is_deleting(&obj);
                 Ok(self.render_one(rt, obj, render, if pending { StatusCode::ACCEPTED } else { StatusCode::OK }))
             }
-            ("DELETE", false, None) => {
+            ("DELETE", false, None) if discovery::verbs(rt).contains(&"deletecollection") => {
                 let body = read_body(body).await?;
                 let options = if body.is_empty() { json!({}) } else { rest::decode_body(&body, ct)? };
                 let items = self.delete_collection(&req, &q, &options).await?;
@@ -441,8 +441,8 @@ async fn read_body(body: Body) -> Result<Bytes, ApiError> {
     })
 }
 
-fn success_status() -> Value {
-    json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201})
+fn success_status() -> tug_core::status::Status<'static> {
+    tug_core::status::Status::success(201)
 }
 
 /// `{"kind":"PodList",…,"items":[…]}` from pre-encoded items.
@@ -466,7 +466,7 @@ fn list_body(rt: &ResourceType, items: &[Bytes], revision: tug_store::Revision, 
         }
         out.extend_from_slice(item);
     }
-    out.extend_from_slice(b"]}");
+    out.extend_from_slice(b"]}\n");
     Bytes::from(out)
 }
 
@@ -478,8 +478,11 @@ fn raw_json(status: StatusCode, body: Bytes) -> Response<Body> {
         .expect("valid response")
 }
 
-fn json_response(status: StatusCode, v: &Value) -> Response<Body> {
-    raw_json(status, Bytes::from(serde_json::to_vec(v).unwrap_or_default()))
+/// A JSON answer. Like kube-apiserver's (Go's `json.Encoder`), it ends with a newline.
+fn json_response(status: StatusCode, v: &impl serde::Serialize) -> Response<Body> {
+    let mut body = serde_json::to_vec(v).unwrap_or_default();
+    body.push(b'\n');
+    raw_json(status, Bytes::from(body))
 }
 
 fn text(status: StatusCode, s: &'static str) -> Response<Body> {
@@ -488,7 +491,7 @@ fn text(status: StatusCode, s: &'static str) -> Response<Body> {
 
 fn error_response(e: &ApiError, warnings: &[String]) -> Response<Body> {
     let status = StatusCode::from_u16(e.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    with_warnings(json_response(status, &e.to_status()), warnings)
+    with_warnings(json_response(status, &e.status()), warnings)
 }
 
 fn with_warnings(mut r: Response<Body>, warnings: &[String]) -> Response<Body> {

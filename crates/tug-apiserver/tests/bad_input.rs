@@ -321,6 +321,76 @@ async fn bad_requests_fail_cleanly_and_store_nothing() {
     c.server.stop().await;
 }
 
+/// Scripts and client tests compare raw text, so errors and discovery carry kube-apiserver's
+/// bytes: its key order and the newline Go's JSON encoder ends each answer with.
+#[tokio::test]
+async fn status_and_discovery_bodies_are_kube_apiservers_bytes() {
+    let c = Cluster::start().await;
+    let missing = get(&c.client, "/api/v1/namespaces/default/pods/nope").await;
+    assert_eq!(
+        (missing.code, missing.text.as_str()),
+        (
+            404,
+            "{\"kind\":\"Status\",\"apiVersion\":\"v1\",\"metadata\":{},\"status\":\"Failure\",\"message\":\"pods \\\"nope\\\" not found\",\"reason\":\"NotFound\",\"details\":{\"name\":\"nope\",\"kind\":\"pods\"},\"code\":404}\n"
+        )
+    );
+    let invalid =
+        post_json(&c.client, "/apis/apps/v1/namespaces/default/deployments", &deployment(json!({"name": "web"}))).await;
+    assert_eq!(
+        (invalid.code, invalid.text.as_str()),
+        (
+            422,
+            r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"Deployment.apps \"bad-deploy\" is invalid: spec.template.spec.containers[0].image: Required value","reason":"Invalid","details":{"name":"bad-deploy","group":"apps","kind":"Deployment","causes":[{"reason":"FieldValueRequired","message":"Required value","field":"spec.template.spec.containers[0].image"}]},"code":422}
+"#
+        )
+    );
+    let core = get(&c.client, "/api/v1").await;
+    assert!(core.text.starts_with(r#"{"kind":"APIResourceList","groupVersion":"v1","resources":["#), "{}", core.text);
+    assert!(core.text.ends_with("]}\n"), "{}", core.text);
+    assert!(
+        core.text.contains(r#"{"name":"configmaps","singularName":"configmap","namespaced":true,"kind":"ConfigMap","verbs":["create","delete","deletecollection","get","list","patch","update","watch"],"shortNames":["cm"],"storageVersionHash":"qFsyl6wFWjQ="}"#),
+        "{}",
+        core.text
+    );
+    c.server.stop().await;
+}
+
+/// `kubectl create --raw /api/v1/namespaces -f pod.yaml` sends the YAML as JSON; Kubernetes
+/// answers that the object is unrecognized, quoting the start of the body. A JSON Pod there
+/// cannot be converted into a Namespace.
+#[tokio::test]
+async fn a_body_of_another_kind_is_unrecognized_as_in_kubernetes() {
+    let c = Cluster::start().await;
+    let yaml =
+        b"apiVersion: v1\nkind: Pod\nmetadata:\n  name: web\nspec:\n  containers:\n  - name: c\n    image: busybox\n";
+    let answer = send(&c.client, Method::POST, "/api/v1/namespaces", Some("application/json"), yaml.to_vec()).await;
+    assert_eq!((answer.code, answer.json()["reason"].as_str()), (400, Some("BadRequest")), "{}", answer.text);
+    assert_eq!(
+        answer.json()["message"],
+        "the object provided is unrecognized (must be of type Namespace): couldn't get version/kind; json parse \
+         error: invalid character 'a' looking for beginning of value \
+         (61706956657273696f6e3a2076310a6b696e643a20506f640a6d65746164 ...)"
+    );
+    let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web"}});
+    let answer = post_json(&c.client, "/api/v1/namespaces", &pod).await;
+    assert_eq!(answer.code, 400, "{}", answer.text);
+    assert_eq!(
+        answer.json()["message"],
+        "Pod in version \"v1\" cannot be handled as a Namespace: converting (v1.Pod) to (core.Namespace): unknown conversion"
+    );
+    let put = send(&c.client, Method::PUT, "/api/v1/namespaces/default", Some("application/json"), yaml.to_vec()).await;
+    assert!(
+        put.json()["message"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("the object provided is unrecognized (must be of type Namespace)"),
+        "{}",
+        put.text
+    );
+    assert_eq!(get(&c.client, "/api/v1/namespaces/web").await.code, 404);
+    c.server.stop().await;
+}
+
 #[tokio::test]
 async fn unknown_fields_under_warn_are_dropped_with_a_warning() {
     let c = Cluster::start().await;

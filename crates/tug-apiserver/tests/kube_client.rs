@@ -274,6 +274,47 @@ async fn namespaces_are_created_listed_and_deleted() {
     c.stop().await;
 }
 
+/// `default`, `kube-system` (where the scheduler's and controllers' Leases live) and
+/// `kube-public` cannot be deleted, as Kubernetes' NamespaceLifecycle admission refuses it; nor
+/// can namespaces be deleted as a collection. `kube-node-lease` may go, and comes back.
+#[tokio::test]
+async fn system_namespaces_cannot_be_deleted() {
+    let c = Cluster::start().await;
+    let namespaces = c.cluster_api::<Namespace>();
+    for name in ["default", "kube-system", "kube-public"] {
+        for params in [DeleteParams::default(), DeleteParams { dry_run: true, ..DeleteParams::default() }] {
+            match namespaces.delete(name, &params).await {
+                Err(kube::Error::Api(e)) => {
+                    assert_eq!((e.code, e.reason.as_str()), (403, "Forbidden"), "{name}: {e:?}");
+                    assert_eq!(
+                        e.message,
+                        format!("namespaces \"{name}\" is forbidden: this namespace may not be deleted")
+                    );
+                }
+                other => panic!("deleting {name} was not refused: {other:?}"),
+            }
+        }
+        let ns = namespaces.get(name).await.unwrap();
+        assert!(ns.metadata.deletion_timestamp.is_none(), "{name} is terminating");
+    }
+
+    namespaces.create(&PostParams::default(), &from_json(json!({"metadata": {"name": "extra"}}))).await.unwrap();
+    let collection = namespaces.delete_collection(&DeleteParams::default(), &ListParams::default()).await;
+    assert_eq!(collection.as_ref().err().and_then(api_code), Some(405), "{collection:?}");
+    assert!(namespaces.get("extra").await.unwrap().metadata.deletion_timestamp.is_none());
+
+    let old_uid = namespaces.get("kube-node-lease").await.unwrap().metadata.uid;
+    namespaces.delete("kube-node-lease", &DeleteParams::default()).await.unwrap();
+    eventually("kube-node-lease to be created again", || async {
+        match namespaces.get_opt("kube-node-lease").await {
+            Ok(Some(ns)) if ns.metadata.uid != old_uid && ns.metadata.deletion_timestamp.is_none() => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    c.stop().await;
+}
+
 #[tokio::test]
 async fn secrets_fold_string_data_into_data() {
     let c = Cluster::start().await;

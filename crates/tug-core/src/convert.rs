@@ -223,6 +223,10 @@ fn hpa_spec_to_v1(spec: &mut Object, kept: &mut RoundTrip) {
 }
 
 fn hpa_status_to_v1(status: &mut Object, kept: &mut RoundTrip) {
+    // Required in v1 (Go's v1 struct has no omitempty on them); v2 omits currentReplicas at 0.
+    for field in ["currentReplicas", "desiredReplicas"] {
+        status.entry(field).or_insert(Value::from(0));
+    }
     let current = take_array(status, "currentMetrics");
     if let Some(cpu) = current.iter().find_map(cpu_current_utilization) {
         status.insert("currentCPUUtilizationPercentage".into(), cpu.clone());

@@ -48,6 +48,46 @@ pub fn apply_defaults(rt: &ResourceType, obj: &mut serde_json::Value) {
     }
 }
 
+/// The status a new object starts with, as the registry strategies' `PrepareForCreate` leave it:
+/// whatever the client sent is replaced (status is the controllers' to write), and the fields
+/// Kubernetes' Go structs serialize without `omitempty` are there as zero — typed clients (the
+/// Python client, Java's) refuse a `status` that lacks its schema's required fields. Kinds
+/// without a status (ConfigMap, …) and those whose status their writer owns from the start
+/// (Node, Event, Lease) are left alone.
+pub fn status_on_create(rt: &ResourceType, obj: &mut Value) {
+    let status = match (rt.group, rt.kind) {
+        ("", "Pod") => json!({"phase": "Pending", "qosClass": tug_k8s::qos::qos_class(obj)}),
+        ("", "Namespace") => json!({"phase": "Active"}),
+        ("", "PersistentVolumeClaim" | "PersistentVolume") => json!({"phase": "Pending"}),
+        ("", "Service") => json!({"loadBalancer": {}}),
+        ("", "Node" | "Event") => return,
+        ("apps", "ReplicaSet") => json!({"replicas": 0}),
+        // availableReplicas lost its omitempty when it went beta, so it is sent though optional.
+        ("apps", "StatefulSet") => json!({"replicas": 0, "availableReplicas": 0}),
+        ("apps", "DaemonSet") => json!({
+            "currentNumberScheduled": 0,
+            "numberMisscheduled": 0,
+            "desiredNumberScheduled": 0,
+            "numberReady": 0,
+        }),
+        ("autoscaling", "HorizontalPodAutoscaler") if rt.version == "v1" => {
+            json!({"currentReplicas": 0, "desiredReplicas": 0})
+        }
+        ("autoscaling", "HorizontalPodAutoscaler") => json!({"desiredReplicas": 0}),
+        ("policy", "PodDisruptionBudget") => json!({
+            "disruptionsAllowed": 0,
+            "currentHealthy": 0,
+            "desiredHealthy": 0,
+            "expectedPods": 0,
+        }),
+        _ if rt.has(crate::registry::Subresource::Status) => json!({}),
+        _ => return,
+    };
+    if let Some(root) = obj.as_object_mut() {
+        root.insert("status".into(), status);
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // JSON helpers: "unset" means what Go's zero value means — absent, null, or "" for strings.
 

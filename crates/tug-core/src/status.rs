@@ -2,7 +2,8 @@
 //! `Error from server (<reason>): <message>`, with details naming the object and, for invalid
 //! objects, one cause per field.
 
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::Value;
 
 /// One field-level problem of an invalid object.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,13 +65,16 @@ impl ApiError {
 
     /// An invalid object, with one cause per bad field (422).
     pub fn invalid(group: &str, kind: &str, name: &str, causes: Vec<Cause>) -> Self {
-        let list: Vec<String> = causes.iter().map(|c| format!("{}: {}", c.field, c.message)).collect();
-        let mut e = Self::new(
-            422,
-            "Invalid",
-            format!("{kind}{} \"{name}\" is invalid: {}", group_suffix(group), list.join(", ")),
-        )
-        .about(group, kind, name);
+        // Go's error aggregate: distinct messages, bracketed when there are several.
+        let mut list: Vec<String> = Vec::new();
+        for text in causes.iter().map(|c| format!("{}: {}", c.field, c.message)) {
+            if !list.contains(&text) {
+                list.push(text);
+            }
+        }
+        let all = if list.len() <= 1 { list.join("") } else { format!("[{}]", list.join(", ")) };
+        let mut e = Self::new(422, "Invalid", format!("{kind}{} \"{name}\" is invalid: {all}", group_suffix(group)))
+            .about(group, kind, name);
         e.causes = causes;
         e
     }
@@ -86,6 +90,12 @@ impl ApiError {
 
     pub fn forbidden(message: impl Into<String>) -> Self {
         Self::new(403, "Forbidden", message)
+    }
+
+    /// `namespaces "default" is forbidden: <why>` — Kubernetes' `NewForbidden` on one object.
+    pub fn forbidden_on(group: &str, resource: &str, name: &str, why: &str) -> Self {
+        Self::new(403, "Forbidden", format!("{} \"{name}\" is forbidden: {why}", qualified(group, resource)))
+            .about(group, resource, name)
     }
 
     pub fn method_not_allowed(message: impl Into<String>) -> Self {
@@ -128,34 +138,98 @@ impl ApiError {
         Self::new(503, "ServiceUnavailable", message)
     }
 
-    /// The `Status` object sent as the response body.
-    pub fn to_status(&self) -> Value {
-        let mut status = json!({
-            "kind": "Status",
-            "apiVersion": "v1",
-            "metadata": {},
-            "status": "Failure",
-            "message": self.message,
-            "reason": self.reason,
-            "code": self.code,
-        });
-        if let Some(details) = &self.details {
-            let (group, kind, name) = details.as_ref();
-            let mut details = json!({ "name": name, "kind": kind });
-            if !group.is_empty() {
-                details["group"] = json!(group);
-            }
-            if !self.causes.is_empty() {
-                details["causes"] = self
+    /// The `Status` object sent as the response body, its keys in kube-apiserver's order (Go's
+    /// `metav1.Status` struct): serialize it with `serde_json` as is.
+    pub fn status(&self) -> Status<'_> {
+        Status {
+            kind: "Status",
+            api_version: "v1",
+            metadata: ListMeta {},
+            status: "Failure",
+            message: &self.message,
+            reason: self.reason,
+            details: self.details.as_deref().map(|(group, kind, name)| StatusDetails {
+                name,
+                group,
+                kind,
+                causes: self
                     .causes
                     .iter()
-                    .map(|c| json!({ "reason": c.reason, "message": c.message, "field": c.field }))
-                    .collect();
-            }
-            status["details"] = details;
+                    .map(|c| StatusCause { reason: c.reason, message: &c.message, field: &c.field })
+                    .collect(),
+            }),
+            code: self.code,
         }
-        status
     }
+
+    /// [`ApiError::status`] as a JSON value (its key order lost), for inspection.
+    pub fn to_status(&self) -> Value {
+        serde_json::to_value(self.status()).unwrap_or_default()
+    }
+}
+
+/// `metav1.Status` with the fields kube-apiserver sends, in its order; empty ones are omitted as
+/// Go's `omitempty` does.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Status<'a> {
+    pub kind: &'static str,
+    pub api_version: &'static str,
+    pub metadata: ListMeta,
+    pub status: &'static str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    pub message: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    pub reason: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub details: Option<StatusDetails<'a>>,
+    #[serde(skip_serializing_if = "is_zero")]
+    pub code: u16,
+}
+
+impl Status<'static> {
+    /// `{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Success","code":…}`.
+    pub fn success(code: u16) -> Status<'static> {
+        Status {
+            kind: "Status",
+            api_version: "v1",
+            metadata: ListMeta {},
+            status: "Success",
+            message: "",
+            reason: "",
+            details: None,
+            code,
+        }
+    }
+}
+
+/// An empty `metadata: {}` (a Status carries no list metadata).
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct ListMeta {}
+
+/// `metav1.StatusDetails`: name, group, kind, causes.
+#[derive(Debug, Clone, Serialize)]
+pub struct StatusDetails<'a> {
+    #[serde(skip_serializing_if = "str::is_empty")]
+    pub name: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    pub group: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    pub kind: &'a str,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub causes: Vec<StatusCause<'a>>,
+}
+
+/// `metav1.StatusCause`: reason (Go's `Type`), message, field.
+#[derive(Debug, Clone, Serialize)]
+pub struct StatusCause<'a> {
+    pub reason: &'a str,
+    pub message: &'a str,
+    pub field: &'a str,
+}
+
+fn is_zero(code: &u16) -> bool {
+    *code == 0
 }
 
 fn qualified(group: &str, resource: &str) -> String {
@@ -201,6 +275,52 @@ mod tests {
             s["message"],
             "Deployment.apps \"web\" is invalid: spec.template.spec.containers[0].image: Required value"
         );
+    }
+
+    /// Bytes as kube-apiserver sends them (captured from real servers; the trailing newline is
+    /// added by the HTTP layer, as Go's JSON encoder does).
+    #[test]
+    fn status_keys_come_in_kube_apiservers_order() {
+        let text = |e: &ApiError| serde_json::to_string(&e.status()).unwrap();
+        assert_eq!(
+            text(&ApiError::not_found("", "pods", "nope")),
+            r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"pods \"nope\" not found","reason":"NotFound","details":{"name":"nope","kind":"pods"},"code":404}"#
+        );
+        assert_eq!(
+            text(&ApiError::not_found("batch", "jobs", "nonexistent-job")),
+            r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"jobs.batch \"nonexistent-job\" not found","reason":"NotFound","details":{"name":"nonexistent-job","group":"batch","kind":"jobs"},"code":404}"#
+        );
+        let invalid = ApiError::invalid(
+            "apps",
+            "StatefulSet",
+            "zk",
+            vec![Cause {
+                reason: "FieldValueForbidden",
+                field: "spec".into(),
+                message: "Forbidden: updates to statefulset spec for fields other than 'replicas', 'template', and 'updateStrategy' are forbidden.".into(),
+            }],
+        );
+        assert_eq!(
+            text(&invalid),
+            r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"StatefulSet.apps \"zk\" is invalid: spec: Forbidden: updates to statefulset spec for fields other than 'replicas', 'template', and 'updateStrategy' are forbidden.","reason":"Invalid","details":{"name":"zk","group":"apps","kind":"StatefulSet","causes":[{"reason":"FieldValueForbidden","message":"Forbidden: updates to statefulset spec for fields other than 'replicas', 'template', and 'updateStrategy' are forbidden.","field":"spec"}]},"code":422}"#
+        );
+        assert_eq!(
+            text(&ApiError::bad_request("x")),
+            r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"x","reason":"BadRequest","code":400}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&Status::success(201)).unwrap(),
+            r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Success","code":201}"#
+        );
+    }
+
+    #[test]
+    fn several_invalid_fields_are_bracketed_as_gos_aggregate() {
+        let cause =
+            |field: &str| Cause { reason: "FieldValueRequired", field: field.into(), message: "Required value".into() };
+        let e = ApiError::invalid("", "Pod", "p", vec![cause("spec.a"), cause("spec.b"), cause("spec.a")]);
+        assert_eq!(e.message, "Pod \"p\" is invalid: [spec.a: Required value, spec.b: Required value]");
+        assert_eq!(e.causes.len(), 3);
     }
 
     #[test]
