@@ -543,6 +543,57 @@ fn mistakes_exit_1_with_the_kubernetes_reason_and_the_object() {
     }
 }
 
+/// `kubectl create --raw` posts a file's bytes as they are: YAML where the server expects JSON,
+/// which Kubernetes calls an unrecognized object (quoting the start of the body in hex).
+#[test]
+fn a_raw_create_of_another_kind_is_refused_as_kubernetes_does() {
+    let server = TugServer::start();
+    let work = tempfile::tempdir().unwrap();
+    let pod = write_manifest(
+        work.path(),
+        "pod.yaml",
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: web\nspec:\n  containers:\n  - name: c\n    image: busybox\n",
+    );
+    let run = server.kubectl(&["create", "--raw", "/api/v1/namespaces", "-f", &pod]);
+    assert_eq!(run.code, 1, "{run}");
+    assert_eq!(
+        lines(&run.stderr),
+        ["Error from server (BadRequest): the object provided is unrecognized (must be of type Namespace): \
+          couldn't get version/kind; json parse error: invalid character 'a' looking for beginning of value \
+          (61706956657273696f6e3a2076310a6b696e643a20506f640a6d65746164 ...)"],
+        "{run}"
+    );
+    server.ok(&["get", "namespaces"]);
+    assert_eq!(server.kubectl(&["get", "namespace", "web"]).code, 1, "no namespace was made of the pod");
+}
+
+/// Deleting the namespaces the cluster needs fails as on Kubernetes; `--all` deletes the others
+/// and fails on those.
+#[test]
+fn system_namespaces_survive_kubectl_delete() {
+    let server = TugServer::start();
+    let refusal = |ns: &str| {
+        format!("Error from server (Forbidden): namespaces \"{ns}\" is forbidden: this namespace may not be deleted")
+    };
+    for ns in ["kube-system", "default", "kube-public"] {
+        let run = server.kubectl(&["delete", "namespace", ns]);
+        assert_eq!(run.code, 1, "{run}");
+        assert_eq!(lines(&run.stderr), [refusal(ns).as_str()], "{run}");
+    }
+    server.ok(&["create", "namespace", "scratch"]);
+    let run = server.kubectl(&["delete", "namespace", "--all", "--wait=false"]);
+    assert_eq!(run.code, 1, "{run}");
+    assert!(lines(&run.stdout).contains(&"namespace \"scratch\" deleted"), "{run}");
+    for ns in ["kube-system", "default", "kube-public"] {
+        assert!(lines(&run.stderr).contains(&refusal(ns).as_str()), "{run}");
+    }
+    let phases =
+        server.ok(&["get", "namespaces", "-o", "jsonpath={range .items[*]}{.metadata.name}={.status.phase} {end}"]);
+    for ns in ["kube-system", "default", "kube-public"] {
+        assert!(phases.split_whitespace().any(|p| p == format!("{ns}=Active")), "{phases}");
+    }
+}
+
 /// A `tug sim` process (hollow nodes), killed when dropped.
 struct Sim(Child);
 
