@@ -1,6 +1,7 @@
 //! Typed Kubernetes helpers every Tugboat component shares, with no IO — the role Kubernetes'
 //! `component-helpers` and kube-rs's `kube-core` play: resource quantities, CronJob schedules,
-//! taints and tolerations, the pod QoS class.
+//! taints and tolerations, the pod QoS class, label selectors (matching and rendering), node
+//! affinity terms, int-or-percent scaling.
 //!
 //! There is ONE copy of each rule here, and the API server's validation, the scheduler, the
 //! controllers and the agent all call it, so they cannot drift apart. Each module carries
@@ -8,6 +9,9 @@
 //! component; `tug-core` may depend on it, never the other way round.
 
 pub mod cron;
+pub mod intstr;
+pub mod labels;
+pub mod nodeaffinity;
 pub mod qos;
 pub mod quantity;
 pub mod taints;
