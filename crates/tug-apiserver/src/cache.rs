@@ -24,6 +24,10 @@ use crate::object;
 /// How many recent events are kept for watches that resume from a resourceVersion: at the
 /// ~5,000 changes/s of a 100,000-pod rollout, ten seconds of history.
 const HISTORY_EVENTS: usize = 50_000;
+/// How often history the store has compacted away is dropped from the cache: after a burst,
+/// its events (each holding whole objects) would otherwise stay until 50,000 newer ones push
+/// them out, which on a quiet cluster is never.
+const HISTORY_TRIM_INTERVAL: Duration = Duration::from_secs(30);
 /// Room for undelivered events per watcher before it is cut off (it then re-watches): a few
 /// seconds of a busy cluster, so a client that pauses briefly is not cut off.
 const WATCHER_BUFFER: usize = 16 * 1024;
@@ -231,11 +235,20 @@ async fn follow(
     mut after: Revision,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let mut trim = tokio::time::interval(HISTORY_TRIM_INTERVAL);
+    trim.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         match store.watch("/registry/", after).await {
             Ok(mut stream) => loop {
                 let item = tokio::select! {
                     _ = shutdown.changed() => return,
+                    _ = trim.tick() => {
+                        let Some(cache) = cache.upgrade() else { return };
+                        if let Ok(compacted) = store.compacted_revision().await {
+                            cache.forget_history_through(compacted);
+                        }
+                        continue;
+                    }
                     item = stream.recv() => item,
                 };
                 let Some(item) = item else { break };
@@ -351,6 +364,17 @@ impl WatchCache {
         state.revision = revision;
         drop(state);
         self.revision.send_replace(revision);
+    }
+
+    /// Drops the history the store has compacted away (at or below `compacted`): a watch from
+    /// there would get 410 Gone from the store anyway, and keeping it holds whole objects.
+    fn forget_history_through(&self, compacted: Revision) {
+        let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
+        while state.history.front().is_some_and(|e| e.revision <= compacted) {
+            if let Some(old) = state.history.pop_front() {
+                state.history_start = old.revision;
+            }
+        }
     }
 
     /// The store the cache follows (for watches that must replay older history from it).
@@ -470,5 +494,38 @@ impl WatchCache {
         let mut v: Vec<_> = state.shards.iter().map(|(k, s)| (k.clone(), s.objects.len())).collect();
         v.sort();
         v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn history_the_store_compacted_is_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = tug_store::sqlite::SqliteOptions {
+            compaction: tug_store::CompactionPolicy::manual(),
+            ..Default::default()
+        };
+        let store: Arc<dyn Store> =
+            Arc::new(tug_store::sqlite::SqliteStore::open(&dir.path().join("state.db"), options).await.unwrap());
+        let (_stop, shutdown) = watch::channel(false);
+        let cache = WatchCache::start(store.clone(), shutdown).await.unwrap();
+        let key = |i: usize| format!("/registry/configmaps/default/cm-{i}");
+        let object = |i: usize| format!(r#"{{"metadata":{{"name":"cm-{i}","namespace":"default"}}}}"#).into_bytes();
+        let mut last = 0;
+        for i in 0..10 {
+            store.create(&key(i), object(i), None).await.unwrap();
+            last = store.delete(&key(i), None).await.unwrap().revision;
+        }
+        assert!(cache.wait_for(last, FRESHNESS_WAIT).await);
+        assert_eq!(cache.watch_from("configmaps", 0).unwrap().backlog.len(), 20, "all history is kept");
+
+        store.compact(last - 4).await.unwrap();
+        cache.forget_history_through(store.compacted_revision().await.unwrap());
+        let err = cache.watch_from("configmaps", 0).unwrap_err();
+        assert_eq!(err, WatchStartError::TooOld { requested: 0, oldest: last - 4 });
+        assert_eq!(cache.watch_from("configmaps", last - 4).unwrap().backlog.len(), 4, "newer history stays");
     }
 }

@@ -173,7 +173,7 @@ async fn measure(server: &RunningServer, args: &ApiArgs, baseline_mb: f64) -> Re
 }
 
 /// The body of a response with the `want` status, else an error carrying the answer.
-fn expect_status(what: &str, (status, body): (StatusCode, Bytes), want: StatusCode) -> Result<Bytes, String> {
+pub(crate) fn expect_status(what: &str, (status, body): (StatusCode, Bytes), want: StatusCode) -> Result<Bytes, String> {
     if status == want { Ok(body) } else { Err(format!("{what} answered {status}: {}", String::from_utf8_lossy(&body))) }
 }
 
@@ -200,7 +200,7 @@ async fn warm_up(client: &Arc<H2Client>, concurrency: usize) -> Result<(), Strin
 }
 
 /// Waits for every task; the first error wins.
-async fn join_all<T>(tasks: Vec<tokio::task::JoinHandle<Result<T, String>>>) -> Result<Vec<T>, String> {
+pub(crate) async fn join_all<T>(tasks: Vec<tokio::task::JoinHandle<Result<T, String>>>) -> Result<Vec<T>, String> {
     let mut out = Vec::with_capacity(tasks.len());
     for t in tasks {
         out.push(t.await.map_err(ctx("task"))??);
@@ -476,7 +476,7 @@ fn rss_mb() -> Result<f64, String> {
     parse_vm_rss_kb(&status).map(|kb| kb as f64 / 1024.0).ok_or_else(|| "no VmRSS in /proc/self/status".to_string())
 }
 
-fn parse_vm_rss_kb(status: &str) -> Option<u64> {
+pub(crate) fn parse_vm_rss_kb(status: &str) -> Option<u64> {
     status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?.trim().strip_suffix("kB")?.trim().parse().ok()
 }
 

@@ -5,6 +5,7 @@ mod api;
 mod containers;
 mod controllers;
 mod h2client;
+mod reclaim;
 mod scheduler;
 mod store;
 mod swarm;
@@ -22,6 +23,9 @@ struct Cli {
 enum Bench {
     /// The datastore: durable write rate and latency, watch delivery, large lists.
     Store(store::StoreArgs),
+    /// The datastore gives space back: a real `tug server`, 20,000 ConfigMaps created and
+    /// deleted, then the database, WAL and server memory over time.
+    StoreReclaim(reclaim::ReclaimArgs),
     /// The API server over HTTPS: creates, gets, a large list, watch fan-out, memory.
     Api(api::ApiArgs),
     /// The scheduler: its placement core alone, and end to end through the API server with
@@ -44,6 +48,7 @@ fn main() {
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
     let figures = match cli.bench {
         Bench::Store(args) => runtime.block_on(store::run(args)),
+        Bench::StoreReclaim(args) => runtime.block_on(reclaim::run(args)),
         Bench::Api(args) => runtime.block_on(api::run(args)),
         Bench::Scheduler(args) => runtime.block_on(scheduler::run(args)),
         Bench::Controllers(args) => runtime.block_on(controllers::run(args)),

@@ -137,7 +137,7 @@ impl SqliteStore {
         shared.readers.lock().unwrap_or_else(|p| p.into_inner()).push(reader);
 
         let (tx, rx) = mpsc::channel();
-        let checkpointer = writer::Checkpointer::start(schema::open_checkpointer(&path)?)?;
+        let checkpointer = writer::Checkpointer::start(schema::open_checkpointer(&path)?, wal_path(&path))?;
         let writer = writer::Writer::new(conn, Arc::clone(&shared), rx, options, state.swept, checkpointer)?;
         let handle = std::thread::Builder::new()
             .name("tug-store-writer".into())
@@ -162,6 +162,50 @@ impl SqliteStore {
     pub fn path(&self) -> &Path {
         &self.shared.path
     }
+
+    /// How much room the database takes and how much of it is free, for monitoring and tests.
+    pub async fn space(&self) -> Result<Space> {
+        let path = self.shared.path.clone();
+        self.shared
+            .read(move |conn| {
+                let pragma = |name: &str| -> Result<i64> {
+                    conn.query_row(&format!("PRAGMA {name}"), [], |r| r.get(0)).map_err(read::db_error)
+                };
+                let len = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+                Ok(Space {
+                    page_size: pragma("page_size")? as u64,
+                    pages: pragma("page_count")? as u64,
+                    free_pages: pragma("freelist_count")? as u64,
+                    auto_vacuum: pragma("auto_vacuum")?,
+                    file_bytes: len(&path),
+                    wal_bytes: len(&wal_path(&path)),
+                })
+            })
+            .await
+    }
+}
+
+/// The database's size as SQLite and the filesystem see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Space {
+    pub page_size: u64,
+    /// Pages in the database (as of the newest commit, WAL included).
+    pub pages: u64,
+    /// Pages on the free list: allocated in the file but holding nothing.
+    pub free_pages: u64,
+    /// `PRAGMA auto_vacuum`: 2 (incremental) lets freed pages go back to the filesystem.
+    pub auto_vacuum: i64,
+    /// The main file's size on disk.
+    pub file_bytes: u64,
+    /// The write-ahead log's size on disk.
+    pub wal_bytes: u64,
+}
+
+/// The write-ahead log beside the database file.
+pub(crate) fn wal_path(path: &Path) -> PathBuf {
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    PathBuf::from(wal)
 }
 
 impl Drop for SqliteStore {

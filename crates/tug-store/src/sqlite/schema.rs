@@ -7,6 +7,10 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 
 const SCHEMA_VERSION: i64 = 1;
+/// The WAL's size at rest: SQLite truncates it to this whenever it starts the log over
+/// (`journal_size_limit`), and the checkpointer truncates it to nothing when a checkpoint finds
+/// it larger. Without a bound the file keeps the size of the biggest burst ever written.
+pub(super) const WAL_LIMIT: u64 = 32 << 20;
 
 // `rev` is the global revision and the rowid, so history scans in revision order are a plain
 // table walk. (key, rev) finds a key's newest row and serves prefix scans in key order.
@@ -127,13 +131,45 @@ fn configure(conn: &Connection, path: &Path) -> Result<()> {
             "Put the data directory on a local filesystem that supports shared memory (not NFS).",
         ));
     }
-    conn.execute_batch(
+    conn.execute_batch(&format!(
         "PRAGMA synchronous = FULL;
          PRAGMA busy_timeout = 5000;
          PRAGMA cache_size = -32768;
-         PRAGMA temp_store = MEMORY;",
-    )
+         PRAGMA temp_store = MEMORY;
+         PRAGMA journal_size_limit = {WAL_LIMIT};"
+    ))
     .map_err(|e| sqlite_open_error(path, e))
+}
+
+/// `PRAGMA auto_vacuum`: 0 none, 1 full, 2 incremental.
+const AUTO_VACUUM_INCREMENTAL: i64 = 2;
+
+/// Makes sure freed pages can be handed back to the filesystem. A new file gets
+/// `auto_vacuum=INCREMENTAL` from the pragma set before its tables are created; a file written
+/// without it (by an older tug, or by hand) is rebuilt once with VACUUM, which applies the mode
+/// the connection asked for.
+fn ensure_incremental_vacuum(conn: &Connection, path: &Path) -> Result<()> {
+    let mode = |conn: &Connection| -> Result<i64> {
+        conn.query_row("PRAGMA auto_vacuum", [], |r| r.get(0)).map_err(|e| sqlite_open_error(path, e))
+    };
+    if mode(conn)? == AUTO_VACUUM_INCREMENTAL {
+        return Ok(());
+    }
+    let started = std::time::Instant::now();
+    tracing::info!(path = %path.display(), "converting the database to incremental vacuum (a one-time VACUUM)");
+    conn.execute_batch("PRAGMA auto_vacuum = INCREMENTAL; VACUUM; PRAGMA wal_checkpoint(TRUNCATE);").map_err(|e| {
+        open_error(
+            path,
+            format!("the one-time VACUUM that lets the file shrink failed ({e})"),
+            "It needs free disk space about the size of the file: free some and start again.",
+        )
+    })?;
+    let now = mode(conn)?;
+    if now != AUTO_VACUUM_INCREMENTAL {
+        tracing::warn!(mode = now, "the database kept auto_vacuum off; freed space will be reused but not returned");
+    }
+    tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "database converted to incremental vacuum");
+    Ok(())
 }
 
 /// Opens the writer's connection, creating the schema on first use, and reads where to resume.
@@ -149,6 +185,7 @@ pub(super) fn open_writer(path: &Path) -> Result<(Connection, State)> {
         let _ = conn.execute_batch("ROLLBACK;");
         sqlite_open_error(path, e)
     })?;
+    ensure_incremental_vacuum(&conn, path)?;
     let meta = |name: &str| -> Result<i64> {
         conn.query_row("SELECT value FROM meta WHERE name = ?1", [name], |r| r.get(0))
             .optional()

@@ -1,10 +1,12 @@
 //! The single writer thread: group commit, time-to-live expiry and compaction.
 
 use super::read::db_error;
+use super::schema::WAL_LIMIT;
 use super::{Shared, SqliteOptions};
 use crate::compaction::{CompactionPolicy, RevisionClock};
 use crate::{Deleted, Error, EventKind, KeyValue, Result, Revision, WatchEvent};
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -16,6 +18,12 @@ const COMPACTION_STEP: i64 = 2000;
 /// Commits between two checkpoint requests: often enough to keep the WAL to a few MiB, rarely
 /// enough that checkpointing is not continuous.
 const COMMITS_PER_CHECKPOINT: u32 = 64;
+/// Pages handed back to the filesystem per incremental-vacuum step (16 MiB of 4 KiB pages).
+/// Steps run between write batches, like compaction steps, each in its own transaction.
+const VACUUM_STEP_PAGES: i64 = 4096;
+/// Quiet time after the last commit before the WAL is checkpointed anyway, so a burst followed
+/// by silence does not leave its tail (and a large WAL file) behind.
+const IDLE_CHECKPOINT: Duration = Duration::from_secs(1);
 /// Longest the writer sleeps with nothing to do (an upper bound, not a poll: it wakes at once
 /// for requests, and earlier for TTL expiry or compaction ticks).
 const IDLE_WAKE: Duration = Duration::from_secs(3600);
@@ -60,6 +68,9 @@ pub(super) struct Writer {
     conn: Connection,
     checkpointer: Option<Checkpointer>,
     commits_since_checkpoint: u32,
+    last_commit: Instant,
+    /// Free pages may remain to hand back to the filesystem.
+    vacuum_pending: bool,
     shared: Arc<Shared>,
     requests: mpsc::Receiver<Request>,
     max_batch: usize,
@@ -98,6 +109,9 @@ impl Writer {
             conn,
             checkpointer: Some(checkpointer),
             commits_since_checkpoint: 0,
+            last_commit: Instant::now(),
+            // Pages an earlier run freed but did not hand back.
+            vacuum_pending: true,
             shared,
             requests,
             max_batch: options.max_batch.max(1),
@@ -145,6 +159,8 @@ impl Writer {
             self.expire_due_keys();
             self.compaction_tick();
             self.compaction_step();
+            self.vacuum_step();
+            self.idle_checkpoint();
         }
         self.shared.hub.lock().unwrap_or_else(|p| p.into_inner()).close_all();
         if let Some(c) = self.checkpointer.take() {
@@ -157,10 +173,13 @@ impl Writer {
     }
 
     fn time_to_next_duty(&self) -> Duration {
-        if self.compaction.is_some() {
+        if self.compaction.is_some() || self.vacuum_pending {
             return Duration::ZERO;
         }
         let mut wait = IDLE_WAKE;
+        if self.commits_since_checkpoint > 0 {
+            wait = wait.min((self.last_commit + IDLE_CHECKPOINT).saturating_duration_since(Instant::now()));
+        }
         if let Some(at) = self.next_expiry {
             wait = wait.min(Duration::from_millis((at - now_ms()).max(0) as u64));
         }
@@ -230,16 +249,59 @@ impl Writer {
         tx.commit().map_err(db_error)?;
         self.revision = next;
         self.commits_since_checkpoint += 1;
+        self.last_commit = Instant::now();
         if self.commits_since_checkpoint >= COMMITS_PER_CHECKPOINT {
-            self.commits_since_checkpoint = 0;
-            if let Some(c) = &self.checkpointer {
-                c.request();
-            }
+            self.request_checkpoint();
         }
         if let Some(at) = earliest_new_expiry {
             self.next_expiry = Some(self.next_expiry.map_or(at, |e| e.min(at)));
         }
         Ok((outcomes, events))
+    }
+
+    fn request_checkpoint(&mut self) {
+        self.commits_since_checkpoint = 0;
+        if let Some(c) = &self.checkpointer {
+            c.request();
+        }
+    }
+
+    /// Checkpoints once writing has paused, so the WAL does not keep the tail of a burst.
+    fn idle_checkpoint(&mut self) {
+        if self.commits_since_checkpoint > 0 && self.last_commit.elapsed() >= IDLE_CHECKPOINT {
+            self.request_checkpoint();
+        }
+    }
+
+    /// Hands up to [`VACUUM_STEP_PAGES`] free pages back to the filesystem (the file shrinks at
+    /// the next checkpoint). `PRAGMA incremental_vacuum` frees one page per row it returns, so
+    /// the statement is stepped to its end (a single step, as `execute_batch` does, frees one).
+    fn vacuum_step(&mut self) {
+        if !self.vacuum_pending {
+            return;
+        }
+        let step = |conn: &Connection| -> rusqlite::Result<i64> {
+            let free: i64 = conn.query_row("PRAGMA freelist_count", [], |r| r.get(0))?;
+            if free > 0 {
+                let mut stmt = conn.prepare(&format!("PRAGMA incremental_vacuum({})", free.min(VACUUM_STEP_PAGES)))?;
+                let mut rows = stmt.query([])?;
+                while rows.next()?.is_some() {}
+            }
+            Ok((free - VACUUM_STEP_PAGES).max(0))
+        };
+        match step(&self.conn) {
+            Ok(0) => {
+                self.vacuum_pending = false;
+                // Copy the moved pages home and let the checkpoint truncate the file.
+                self.request_checkpoint();
+            }
+            Ok(_) => {}
+            Err(e) => {
+                // The pages stay free for reuse; the next compaction tries again.
+                tracing::warn!(error = %e, "incremental vacuum failed");
+                self.vacuum_pending = false;
+            }
+        }
     }
 
     fn earliest_expiry(&self) -> Result<Option<i64>> {
@@ -380,10 +442,8 @@ impl Writer {
         }
         if pending.cursor >= target {
             let done = self.compaction.take().expect("checked above");
-            // Hand freed pages back to the filesystem so the file shrinks after a burst.
-            if let Err(e) = self.conn.execute_batch("PRAGMA incremental_vacuum;") {
-                tracing::warn!(error = %e, "incremental vacuum failed");
-            }
+            // Hand the freed pages back to the filesystem, in steps between write batches.
+            self.vacuum_pending = true;
             for waiter in done.waiters {
                 let _ = waiter.send(Ok(()));
             }
@@ -514,20 +574,22 @@ fn apply_op(
 
 /// Copies the WAL back into the database on its own thread and connection. A PASSIVE checkpoint
 /// never blocks the writer, so the fsyncs of the main file stay off the commit path, where
-/// SQLite's automatic checkpoint would put them (they showed up as the write p99).
+/// SQLite's automatic checkpoint would put them (they showed up as the write p99). When a
+/// checkpoint copied everything and the WAL file is beyond [`WAL_LIMIT`], it is truncated
+/// (a TRUNCATE checkpoint, quick once nothing is left to copy).
 pub(super) struct Checkpointer {
     wake: mpsc::SyncSender<()>,
     thread: std::thread::JoinHandle<()>,
 }
 
 impl Checkpointer {
-    pub(super) fn start(conn: Connection) -> Result<Checkpointer> {
+    pub(super) fn start(conn: Connection, wal: PathBuf) -> Result<Checkpointer> {
         let (wake, requests) = mpsc::sync_channel::<()>(1);
         let thread = std::thread::Builder::new()
             .name("tug-store-checkpoint".into())
             .spawn(move || {
                 while requests.recv().is_ok() {
-                    if let Err(e) = conn.execute_batch("PRAGMA wal_checkpoint(PASSIVE);") {
+                    if let Err(e) = checkpoint(&conn, &wal) {
                         tracing::warn!(error = %e, "WAL checkpoint failed; will retry");
                     }
                 }
@@ -545,4 +607,16 @@ impl Checkpointer {
         drop(self.wake);
         let _ = self.thread.join();
     }
+}
+
+fn checkpoint(conn: &Connection, wal: &Path) -> rusqlite::Result<()> {
+    // (busy, frames in the WAL, frames copied back)
+    let (busy, frames, copied): (i64, i64, i64) =
+        conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+    let wal_bytes = std::fs::metadata(wal).map(|m| m.len()).unwrap_or(0);
+    if busy == 0 && frames == copied && wal_bytes > WAL_LIMIT {
+        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        tracing::debug!(wal_bytes, "WAL truncated");
+    }
+    Ok(())
 }
