@@ -50,29 +50,13 @@ pub struct Observed<'a> {
     pub now: Timestamp,
 }
 
-/// One write.
-#[derive(Debug, Clone, PartialEq)]
-// Plans are short-lived and few; the full objects keep the shape every core shares.
-#[allow(clippy::large_enum_variant)]
-pub enum Action {
-    /// A pod with `generateName`, pinned to its node by node affinity.
-    CreatePod(Pod),
-    /// Delete with a uid precondition.
-    DeletePod { name: String, uid: String },
-}
+/// One write: a pod with `generateName`, pinned to its node by node affinity, or a deletion with
+/// a uid precondition.
+pub type Action = crate::runtime::PodAction;
 
-/// What to do now for one DaemonSet.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Plan {
-    pub actions: Vec<Action>,
-    /// The complete new status; write it only if it differs from the current one.
-    pub status: DaemonSetStatus,
-    /// Create events name the pod by its generateName prefix ("Created pod: web-"): the loop
-    /// knows the name the server gave it and may put it in instead.
-    pub events: Vec<Note>,
-    /// When time alone changes the answer (minReadySeconds, a failed pod's wait).
-    pub requeue_after: Option<Duration>,
-}
+/// What to do now for one DaemonSet. Create events name the pod by its generateName prefix
+/// ("Created pod: web-"): the loop, which learns the name the server gave, reports its own.
+pub type Plan = crate::runtime::Plan<Action, DaemonSetStatus>;
 
 /// The hash of the set's template, the pods' `controller-revision-hash`.
 pub fn revision_hash(set: &DaemonSet) -> String {

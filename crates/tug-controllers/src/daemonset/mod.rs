@@ -1,9 +1,10 @@
-//! The DaemonSet controller. [`core`] decides; [`Controller`] is the loop around it.
+//! The DaemonSet controller. [`core`] decides; [`Controller`] is the shared owner-of-pods loop
+//! ([`crate::runtime::Controller`]) around it.
 //!
-//! Each sync adopts orphan pods matching the selector and releases pods that stopped matching
-//! ([`crate::claim`]), gives the core every node and the set's pods, and carries the plan out:
-//! creations in slow-start batches (1, 2, 4, …) that stop at the first failure, deletions with a
-//! uid precondition. Creations and deletions are recorded as expectations, so a cache lagging
+//! Each sync adopts orphan pods matching the selector and releases pods that stopped matching,
+//! gives the core every node and the set's pods, and carries the plan out
+//! ([`crate::runtime::Context::carry_out_pods`]): deletions with a uid precondition, then
+//! creations in slow-start batches. Both are recorded as expectations, so a cache lagging
 //! behind the controller's own writes never puts two pods on a node. Create events name the pod
 //! the server generated.
 //!
@@ -14,45 +15,16 @@
 pub mod core;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use futures::future::join_all;
-use k8s_openapi::api::apps::v1::{DaemonSet, DaemonSetStatus};
+use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{Node, Pod};
-use kube::api::{Api, DeleteParams, PostParams, Preconditions};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
-use crate::claim::claim;
-use crate::events::{Note, Recorder};
-use crate::pods;
-use crate::runtime::{api_message, slow_start};
-use crate::runtime::{Cache, Expectations, Informer, Key, Queue, dependents};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use crate::events::Note;
+use crate::runtime::{self, Cache, Context, Enqueue, Informer, Key, Owned, Request};
 
 pub use self::core::{Action, Observed, Plan, reconcile};
-
-/// The loop around the core.
-#[derive(Clone)]
-pub struct Controller {
-    client: kube::Client,
-    sets: Cache<DaemonSet>,
-    nodes: Cache<Node>,
-    pods: Cache<Pod>,
-    queue: Queue,
-    expectations: Expectations,
-    recorder: Recorder,
-}
-
-impl std::fmt::Debug for Controller {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("daemonset::Controller").field("queued", &self.queue.len()).finish()
-    }
-}
-
-/// The DaemonSet controlling `pod`, if one does.
-fn owner_key(meta: &ObjectMeta) -> Option<Key> {
-    dependents::controller_key(meta, "apps/v1", "DaemonSet")
-}
 
 /// Did the node change in a way that can change a DaemonSet's verdict on it? Heartbeats and
 /// other status churn do not.
@@ -77,192 +49,80 @@ fn notes_besides_writes(plan: &Plan) -> impl Iterator<Item = &Note> {
     plan.events.iter().filter(|n| !matches!(n.reason.as_str(), "SuccessfulCreate" | "SuccessfulDelete"))
 }
 
+fn selector(set: &DaemonSet) -> Option<&LabelSelector> {
+    set.spec.as_ref().map(|s| &s.selector)
+}
+
+/// What the loop reads besides its own sets.
+#[derive(Debug, Clone)]
+struct State {
+    pods: Owned<DaemonSet, Pod>,
+    nodes: Cache<Node>,
+}
+
+/// The loop around the core.
+#[derive(Debug)]
+pub struct Controller {
+    runtime: runtime::Controller<DaemonSet>,
+    state: State,
+}
+
 impl Controller {
-    /// Wires the controller to the shared informers.
+    /// Wires the controller to the shared informers. A node added, removed, or changed in what
+    /// decides eligibility queues every set.
     pub fn new(
         client: kube::Client,
         sets: &mut Informer<DaemonSet>,
         nodes: &mut Informer<Node>,
         pods: &mut Informer<Pod>,
     ) -> Controller {
-        let controller = Controller {
-            recorder: Recorder::new(client.clone(), "daemonset-controller"),
-            client,
-            sets: sets.cache(),
-            nodes: nodes.cache(),
-            pods: pods.cache(),
-            queue: Queue::new(),
-            expectations: Expectations::default(),
-        };
-        let (queue, expectations) = (controller.queue.clone(), controller.expectations.clone());
-        sets.on_change(move |old, new| match (old, new) {
-            (_, Some(set)) => queue.add(Key::of(set)),
-            (Some(old), None) => expectations.forget(&Key::of(old)),
-            (None, None) => {}
-        });
-        let this = controller.clone();
-        nodes.on_change(move |old, new| {
-            let relevant = match (old, new) {
-                (Some(old), Some(new)) => eligibility_changed(old, new),
-                _ => true,
-            };
-            if relevant {
-                for set in this.sets.list() {
-                    this.queue.add(Key::of(set.as_ref()));
+        let mut runtime = runtime::Controller::new("daemonset-controller", client, sets);
+        let nodes = runtime.watches(nodes, |ctx, old, new| {
+            if old.zip(new).is_none_or(|(old, new)| eligibility_changed(old, new)) {
+                for set in ctx.objects.list() {
+                    ctx.queue.add(Key::of(set.as_ref()));
                 }
             }
         });
-        let this = controller.clone();
-        pods.on_change(move |old, new| this.pod_changed(old, new));
-        controller
-    }
-
-    fn pod_changed(&self, old: Option<&Pod>, new: Option<&Pod>) {
-        let enqueue = |key| self.queue.add(key);
-        let adopters = |pod: &Pod| {
-            dependents::enqueue_selecting(
-                pod,
-                &self.sets,
-                |s: &DaemonSet| s.spec.as_ref().map(|s| &s.selector),
-                enqueue,
-            )
-        };
-        dependents::dependent_changed(old, new, owner_key, &self.expectations, enqueue, adopters);
+        let pods = runtime.owns(pods, selector, Enqueue::Now);
+        Controller { runtime, state: State { pods, nodes } }
     }
 
     pub async fn run(self, workers: usize) {
-        self.sets.wait_synced().await;
-        self.nodes.wait_synced().await;
-        self.pods.wait_synced().await;
-        let queue = self.queue.clone();
-        crate::runtime::run_workers(queue, workers, "daemonset", move |key| {
-            let this = self.clone();
-            async move { this.sync(&key).await }
-        })
-        .await;
+        self.runtime.run(workers, self.state, sync).await;
     }
+}
 
-    async fn sync(&self, key: &Key) -> Result<Option<Duration>, kube::Error> {
-        let Some(set) = self.sets.get(key) else {
-            self.expectations.forget(key);
-            return Ok(None);
-        };
-        let pods_api: Api<Pod> = Api::namespaced(self.client.clone(), &key.namespace);
-        let owner_ref = pods::controller_ref("apps/v1", "DaemonSet", &set.metadata);
-        let selector = set.spec.as_ref().map(|s| &s.selector);
-        // Read before the cache: an event landing between the two must not let a stale view act.
-        let may_act = self.expectations.satisfied(key);
-        let controlled = claim(&pods_api, &self.pods, &set.metadata, &owner_ref, selector).await?;
-        let nodes = self.nodes.list();
-        let plan = reconcile(&Observed {
-            set: &set,
-            nodes: nodes.iter().map(Arc::as_ref).collect(),
-            pods: controlled.iter().map(Arc::as_ref).collect(),
-            now: jiff::Timestamp::now(),
-        });
-        for note in notes_besides_writes(&plan) {
-            self.recorder.record(set.as_ref(), note);
-        }
-        // While its own writes are not in the cache yet, the set only reports; their events
-        // bring it back.
-        if !plan.actions.is_empty() && may_act {
-            self.carry_out(&set, key, &plan.actions).await;
-        }
-        self.write_status(&set, plan.status).await?;
-        Ok(plan.requeue_after)
+async fn sync(
+    state: State,
+    ctx: Context<DaemonSet>,
+    request: Request<DaemonSet>,
+) -> Result<Option<Duration>, kube::Error> {
+    let Request { key, object: set, may_act } = request;
+    let controlled = state.pods.claim(&ctx.client, &set).await?;
+    let nodes = state.nodes.list();
+    let plan = reconcile(&Observed {
+        set: &set,
+        nodes: nodes.iter().map(Arc::as_ref).collect(),
+        pods: controlled.iter().map(Arc::as_ref).collect(),
+        now: jiff::Timestamp::now(),
+    });
+    for note in notes_besides_writes(&plan) {
+        ctx.recorder.record(set.as_ref(), note);
     }
-
-    async fn carry_out(&self, set: &DaemonSet, key: &Key, actions: &[Action]) {
-        let mut creations = Vec::new();
-        let mut deletions = Vec::new();
-        for action in actions {
-            match action {
-                Action::CreatePod(pod) => creations.push(pod),
-                Action::DeletePod { name, uid } => deletions.push((name.as_str(), uid.as_str())),
-            }
-        }
-        self.expectations.expect(key, creations.len(), deletions.iter().map(|(_, uid)| uid.to_string()));
-        self.delete_pods(set, key, &deletions).await;
-        self.create_pods(set, key, &creations).await;
+    // While its own writes are not in the cache yet, the set only reports; their events bring
+    // it back.
+    if may_act && !plan.actions.is_empty() {
+        ctx.carry_out_pods(&set, &key, plan.actions).await;
     }
-
-    async fn create_pods(&self, set: &DaemonSet, key: &Key, pods: &[&Pod]) {
-        if pods.is_empty() {
-            return;
-        }
-        let api: Api<Pod> = Api::namespaced(self.client.clone(), &key.namespace);
-        let next = AtomicUsize::new(0);
-        let (created, error) = slow_start(pods.len(), || {
-            let pod = pods.get(next.fetch_add(1, Ordering::SeqCst)).copied();
-            let api = api.clone();
-            async move {
-                let Some(pod) = pod else { return Ok(()) };
-                let created = api.create(&PostParams::default(), pod).await?;
-                let name = created.metadata.name.unwrap_or_default();
-                self.recorder.record(set, &Note::normal("SuccessfulCreate", format!("Created pod: {name}")));
-                Ok::<(), kube::Error>(())
-            }
-        })
-        .await;
-        // Pods that were never created will never be observed.
-        for _ in created..pods.len() {
-            self.expectations.creation_observed(key);
-        }
-        if let Some(e) = error {
-            self.recorder.record(set, &Note::warning("FailedCreate", format!("Error creating: {}", api_message(&e))));
-        }
-    }
-
-    async fn delete_pods(&self, set: &DaemonSet, key: &Key, victims: &[(&str, &str)]) {
-        let api: Api<Pod> = Api::namespaced(self.client.clone(), &key.namespace);
-        join_all(victims.iter().map(|(name, uid)| {
-            let api = api.clone();
-            async move {
-                let params = DeleteParams {
-                    preconditions: Some(Preconditions { uid: Some(uid.to_string()), resource_version: None }),
-                    ..DeleteParams::default()
-                };
-                match api.delete(name, &params).await {
-                    Ok(_) => {
-                        self.recorder.record(set, &Note::normal("SuccessfulDelete", format!("Deleted pod: {name}")))
-                    }
-                    Err(e) => {
-                        // Not deleted: the deletion will never be observed.
-                        self.expectations.deletion_observed(key, uid);
-                        if !matches!(&e, kube::Error::Api(s) if s.code == 404 || s.code == 409) {
-                            let message = format!("Error deleting: {}", api_message(&e));
-                            self.recorder.record(set, &Note::warning("FailedDelete", message));
-                        }
-                    }
-                }
-            }
-        }))
-        .await;
-    }
-
-    async fn write_status(&self, set: &DaemonSet, status: DaemonSetStatus) -> Result<(), kube::Error> {
-        if set.status.as_ref() == Some(&status) {
-            return Ok(());
-        }
-        let api: Api<DaemonSet> =
-            Api::namespaced(self.client.clone(), set.metadata.namespace.as_deref().unwrap_or_default());
-        let mut updated = set.clone();
-        updated.status = Some(status);
-        match api
-            .replace_status(set.metadata.name.as_deref().unwrap_or_default(), &PostParams::default(), &updated)
-            .await
-        {
-            Ok(_) => Ok(()),
-            // The set changed meanwhile: its event brings it back with the new state.
-            Err(kube::Error::Api(s)) if s.code == 409 || s.code == 404 => Ok(()),
-            Err(e) => Err(e),
-        }
-    }
+    ctx.write_status(&set, plan.status).await?;
+    Ok(plan.requeue_after)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use k8s_openapi::api::apps::v1::DaemonSetStatus;
     use k8s_openapi::api::core::v1::{NodeCondition, NodeSpec, NodeStatus, Taint};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 
