@@ -78,16 +78,8 @@ pub enum Action {
     },
 }
 
-/// What to do now for one StatefulSet.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Plan {
-    pub actions: Vec<Action>,
-    /// The complete new status; write it only if it differs from the current one.
-    pub status: StatefulSetStatus,
-    pub events: Vec<Note>,
-    /// When time alone changes the answer (a pod becoming available after minReadySeconds).
-    pub requeue_after: Option<Duration>,
-}
+/// What to do now for one StatefulSet: the actions in order, one event per action.
+pub type Plan = crate::runtime::Plan<Action, StatefulSetStatus>;
 
 /// The name of the revision the set's current template makes: `<set>-<hash>`.
 pub fn update_revision(set: &StatefulSet) -> String {

@@ -1,4 +1,5 @@
-//! The StatefulSet controller. [`core`] decides; [`Controller`] is the loop around it.
+//! The StatefulSet controller. [`core`] decides; [`Controller`] is the shared owner-of-pods loop
+//! ([`crate::runtime::Controller`]) around it.
 //!
 //! Each sync adopts orphan pods matching the selector and releases pods that stopped matching
 //! ([`crate::claim`]), looks the set's PersistentVolumeClaims up by name
@@ -21,41 +22,17 @@ pub mod core;
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetStatus};
+use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, PodTemplateSpec};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::{Api, DeleteParams, PostParams, Preconditions};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use kube::api::{Api, PostParams};
 
-use crate::claim::claim;
-use crate::events::{Note, Recorder};
+use crate::events::Note;
 use crate::pods;
-use crate::runtime::api_message;
-use crate::runtime::{Cache, Expectations, Informer, Key, Queue, dependents};
+use crate::runtime::writes::delete_uid;
+use crate::runtime::{self, Cache, Context, Enqueue, Informer, Key, Owned, Request, api_message};
 
 pub use self::core::{Action, Observed, Plan, reconcile};
-
-/// The loop around the core.
-#[derive(Clone)]
-pub struct Controller {
-    client: kube::Client,
-    sets: Cache<StatefulSet>,
-    pods: Cache<Pod>,
-    claims: Cache<PersistentVolumeClaim>,
-    queue: Queue,
-    expectations: Expectations,
-    recorder: Recorder,
-}
-
-impl std::fmt::Debug for Controller {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("statefulset::Controller").field("queued", &self.queue.len()).finish()
-    }
-}
-
-/// The StatefulSet controlling `pod`, if one does.
-fn owner_key(meta: &ObjectMeta) -> Option<Key> {
-    dependents::controller_key(meta, "apps/v1", "StatefulSet")
-}
 
 /// Does one of the set's claim templates name this claim (`<template>-<set>-<ordinal>`)?
 pub fn names_claim(set: &StatefulSet, claim_name: &str) -> bool {
@@ -140,221 +117,173 @@ fn benign(action: &Action, error: &kube::Error) -> bool {
     }
 }
 
+fn selector(set: &StatefulSet) -> Option<&LabelSelector> {
+    set.spec.as_ref().map(|s| &s.selector)
+}
+
+/// What the loop reads besides its own sets.
+#[derive(Debug, Clone)]
+struct State {
+    pods: Owned<StatefulSet, Pod>,
+    claims: Cache<PersistentVolumeClaim>,
+}
+
+/// The loop around the core.
+#[derive(Debug)]
+pub struct Controller {
+    runtime: runtime::Controller<StatefulSet>,
+    state: State,
+}
+
 impl Controller {
-    /// Wires the controller to the shared informers.
+    /// Wires the controller to the shared informers. A claim's change queues the sets of its
+    /// namespace whose claim templates name it (a claim being deleted blocks its pod; a new one
+    /// lets it go ahead).
     pub fn new(
         client: kube::Client,
         sets: &mut Informer<StatefulSet>,
         pods: &mut Informer<Pod>,
         claims: &mut Informer<PersistentVolumeClaim>,
     ) -> Controller {
-        let controller = Controller {
-            recorder: Recorder::new(client.clone(), "statefulset-controller"),
-            client,
-            sets: sets.cache(),
-            pods: pods.cache(),
-            claims: claims.cache(),
-            queue: Queue::new(),
-            expectations: Expectations::default(),
-        };
-        let (queue, expectations) = (controller.queue.clone(), controller.expectations.clone());
-        sets.on_change(move |old, new| match (old, new) {
-            (_, Some(set)) => queue.add(Key::of(set)),
-            (Some(old), None) => expectations.forget(&Key::of(old)),
-            (None, None) => {}
-        });
-        let this = controller.clone();
-        pods.on_change(move |old, new| this.pod_changed(old, new));
-        let this = controller.clone();
-        claims.on_change(move |old, new| {
+        let mut runtime = runtime::Controller::new("statefulset-controller", client, sets);
+        let pods = runtime.owns(pods, selector, Enqueue::Now);
+        let claims = runtime.watches(claims, |ctx, old, new| {
             for claim in [old, new].into_iter().flatten() {
-                this.enqueue_claiming(claim);
+                let Some(name) = claim.metadata.name.as_deref() else { continue };
+                let ns = claim.metadata.namespace.as_deref().unwrap_or_default();
+                for set in ctx.objects.list_namespace(ns) {
+                    if names_claim(&set, name) {
+                        ctx.queue.add(Key::of(set.as_ref()));
+                    }
+                }
             }
         });
-        controller
-    }
-
-    fn pod_changed(&self, old: Option<&Pod>, new: Option<&Pod>) {
-        let enqueue = |key| self.queue.add(key);
-        let adopters = |pod: &Pod| {
-            dependents::enqueue_selecting(
-                pod,
-                &self.sets,
-                |s: &StatefulSet| s.spec.as_ref().map(|s| &s.selector),
-                enqueue,
-            )
-        };
-        dependents::dependent_changed(old, new, owner_key, &self.expectations, enqueue, adopters);
-    }
-
-    /// A claim changed: the sets of its namespace whose claim templates name it look again
-    /// (a claim being deleted blocks its pod; a new one lets it go ahead).
-    fn enqueue_claiming(&self, claim: &PersistentVolumeClaim) {
-        let Some(name) = claim.metadata.name.as_deref() else { return };
-        let ns = claim.metadata.namespace.as_deref().unwrap_or_default();
-        for set in self.sets.list_namespace(ns) {
-            if names_claim(&set, name) {
-                self.queue.add(Key::of(set.as_ref()));
-            }
-        }
+        Controller { runtime, state: State { pods, claims } }
     }
 
     pub async fn run(self, workers: usize) {
-        self.sets.wait_synced().await;
-        self.pods.wait_synced().await;
-        self.claims.wait_synced().await;
-        let queue = self.queue.clone();
-        crate::runtime::run_workers(queue, workers, "statefulset", move |key| {
-            let this = self.clone();
-            async move { this.sync(&key).await }
-        })
-        .await;
+        self.runtime.run(workers, self.state, sync).await;
     }
+}
 
-    async fn sync(&self, key: &Key) -> Result<Option<Duration>, kube::Error> {
-        let Some(set) = self.sets.get(key) else {
-            self.expectations.forget(key);
-            return Ok(None);
-        };
-        let pods_api: Api<Pod> = Api::namespaced(self.client.clone(), &key.namespace);
-        let owner_ref = pods::controller_ref("apps/v1", "StatefulSet", &set.metadata);
-        let selector = set.spec.as_ref().map(|s| &s.selector);
-        // Read before the cache: an event landing between the two must not let a stale view act.
-        let may_act = self.expectations.satisfied(key);
-        let controlled = claim(&pods_api, &self.pods, &set.metadata, &owner_ref, selector).await?;
-        let claims = self.claims_of(&set, &controlled);
-        let current_template = current_template(&set, &controlled);
-        let plan = reconcile(&Observed {
-            set: &set,
-            pods: controlled.iter().map(Arc::as_ref).collect(),
-            claims: claims.iter().map(Arc::as_ref).collect(),
-            current_template: current_template.as_ref(),
-            now: jiff::Timestamp::now(),
-        });
-        // While its own writes are not in the cache yet, the set only reports; their events
-        // bring it back.
-        if !plan.actions.is_empty() && may_act {
-            self.carry_out(&set, key, &plan).await?;
-        }
-        self.write_status(&set, plan.status).await?;
-        Ok(plan.requeue_after)
+async fn sync(
+    state: State,
+    ctx: Context<StatefulSet>,
+    request: Request<StatefulSet>,
+) -> Result<Option<Duration>, kube::Error> {
+    let Request { key, object: set, may_act } = request;
+    let controlled = state.pods.claim(&ctx.client, &set).await?;
+    let claims = claims_of(&state.claims, &set, &controlled);
+    let current_template = current_template(&set, &controlled);
+    let plan = reconcile(&Observed {
+        set: &set,
+        pods: controlled.iter().map(Arc::as_ref).collect(),
+        claims: claims.iter().map(Arc::as_ref).collect(),
+        current_template: current_template.as_ref(),
+        now: jiff::Timestamp::now(),
+    });
+    // While its own writes are not in the cache yet, the set only reports; their events bring
+    // it back.
+    if may_act && !plan.actions.is_empty() {
+        carry_out(&ctx, &set, &key, &plan).await?;
     }
+    ctx.write_status(&set, plan.status).await?;
+    Ok(plan.requeue_after)
+}
 
-    /// The claims named for the desired ordinals and for the ordinals of existing pods.
-    fn claims_of(&self, set: &StatefulSet, controlled: &[Arc<Pod>]) -> Vec<Arc<PersistentVolumeClaim>> {
-        let spec = set.spec.as_ref();
-        let templates = spec.and_then(|s| s.volume_claim_templates.as_deref()).unwrap_or_default();
-        if templates.is_empty() {
-            return Vec::new();
+/// The claims named for the desired ordinals and for the ordinals of existing pods.
+fn claims_of(
+    cache: &Cache<PersistentVolumeClaim>,
+    set: &StatefulSet,
+    controlled: &[Arc<Pod>],
+) -> Vec<Arc<PersistentVolumeClaim>> {
+    let spec = set.spec.as_ref();
+    let templates = spec.and_then(|s| s.volume_claim_templates.as_deref()).unwrap_or_default();
+    if templates.is_empty() {
+        return Vec::new();
+    }
+    let name = set.metadata.name.as_deref().unwrap_or_default();
+    let namespace = set.metadata.namespace.as_deref().unwrap_or_default();
+    let start = i64::from(spec.and_then(|s| s.ordinals.as_ref()).and_then(|o| o.start).unwrap_or(0).max(0));
+    let replicas = i64::from(spec.and_then(|s| s.replicas).unwrap_or(1).max(0));
+    let mut ordinals: Vec<i32> = (start..start + replicas).filter_map(|o| i32::try_from(o).ok()).collect();
+    ordinals.extend(controlled.iter().filter_map(|p| core::ordinal_of(name, p.metadata.name.as_deref()?)));
+    ordinals.sort_unstable();
+    ordinals.dedup();
+    let mut claims = Vec::new();
+    for template in templates {
+        let template = template.metadata.name.as_deref().unwrap_or_default();
+        for &ordinal in &ordinals {
+            if let Some(claim) = cache.get(&Key::new(namespace, &core::claim_name(template, name, ordinal))) {
+                claims.push(claim);
+            }
         }
-        let name = set.metadata.name.as_deref().unwrap_or_default();
-        let namespace = set.metadata.namespace.as_deref().unwrap_or_default();
-        let start = i64::from(spec.and_then(|s| s.ordinals.as_ref()).and_then(|o| o.start).unwrap_or(0).max(0));
-        let replicas = i64::from(spec.and_then(|s| s.replicas).unwrap_or(1).max(0));
-        let mut ordinals: Vec<i32> = (start..start + replicas).filter_map(|o| i32::try_from(o).ok()).collect();
-        ordinals.extend(controlled.iter().filter_map(|p| core::ordinal_of(name, p.metadata.name.as_deref()?)));
-        ordinals.sort_unstable();
-        ordinals.dedup();
-        let mut claims = Vec::new();
-        for template in templates {
-            let template = template.metadata.name.as_deref().unwrap_or_default();
-            for &ordinal in &ordinals {
-                if let Some(claim) = self.claims.get(&Key::new(namespace, &core::claim_name(template, name, ordinal))) {
-                    claims.push(claim);
+    }
+    claims
+}
+
+/// Carries the actions out in order; stops at the first failure (a pod must not be made before
+/// its claims).
+async fn carry_out(ctx: &Context<StatefulSet>, set: &StatefulSet, key: &Key, plan: &Plan) -> Result<(), kube::Error> {
+    let creations = plan.actions.iter().filter(|a| matches!(a, Action::CreatePod(_))).count();
+    let deletions = plan.actions.iter().filter_map(|a| match a {
+        Action::DeletePod { uid, .. } => Some(uid.clone()),
+        _ => None,
+    });
+    ctx.expectations.expect(key, creations, deletions);
+    // The core reports one note per action, in order; if that ever changes, report them all.
+    let per_action = plan.events.len() == plan.actions.len();
+    let set_name = key.name.as_str();
+    for (index, action) in plan.actions.iter().enumerate() {
+        match apply(ctx, key, action).await {
+            Ok(()) => {
+                if per_action {
+                    ctx.recorder.record(set, &plan.events[index]);
                 }
             }
-        }
-        claims
-    }
-
-    /// Carries the actions out in order; stops at the first failure (a pod must not be made
-    /// before its claims).
-    async fn carry_out(&self, set: &StatefulSet, key: &Key, plan: &Plan) -> Result<(), kube::Error> {
-        let creations = plan.actions.iter().filter(|a| matches!(a, Action::CreatePod(_))).count();
-        let deletions = plan.actions.iter().filter_map(|a| match a {
-            Action::DeletePod { uid, .. } => Some(uid.clone()),
-            _ => None,
-        });
-        self.expectations.expect(key, creations, deletions);
-        // The core reports one note per action, in order; if that ever changes, report them all.
-        let per_action = plan.events.len() == plan.actions.len();
-        let set_name = key.name.as_str();
-        for (index, action) in plan.actions.iter().enumerate() {
-            match self.apply(key, action).await {
-                Ok(()) => {
-                    if per_action {
-                        self.recorder.record(set, &plan.events[index]);
-                    }
+            Err(e) if benign(action, &e) => {}
+            Err(e) => {
+                ctx.recorder.record(set, &failure_note(set_name, action, &e));
+                // What was not done will never be observed.
+                for skipped in &plan.actions[index + 1..] {
+                    never_observed(ctx, key, skipped);
                 }
-                Err(e) if benign(action, &e) => {}
-                Err(e) => {
-                    self.recorder.record(set, &failure_note(set_name, action, &e));
-                    // What was not done will never be observed.
-                    for skipped in &plan.actions[index + 1..] {
-                        self.never_observed(key, skipped);
-                    }
-                    return Err(e);
-                }
+                return Err(e);
             }
         }
-        if !per_action {
-            for note in &plan.events {
-                self.recorder.record(set, note);
-            }
-        }
-        Ok(())
     }
+    if !per_action {
+        for note in &plan.events {
+            ctx.recorder.record(set, note);
+        }
+    }
+    Ok(())
+}
 
-    fn never_observed(&self, key: &Key, action: &Action) {
-        match action {
-            Action::CreatePod(_) => self.expectations.creation_observed(key),
-            Action::DeletePod { uid, .. } => self.expectations.deletion_observed(key, uid),
-            Action::CreateClaim(_) | Action::UpdateClaim(_) => {}
-        }
+fn never_observed(ctx: &Context<StatefulSet>, key: &Key, action: &Action) {
+    match action {
+        Action::CreatePod(_) => ctx.expectations.creation_observed(key),
+        Action::DeletePod { uid, .. } => ctx.expectations.deletion_observed(key, uid),
+        Action::CreateClaim(_) | Action::UpdateClaim(_) => {}
     }
+}
 
-    async fn apply(&self, key: &Key, action: &Action) -> Result<(), kube::Error> {
-        let claims: Api<PersistentVolumeClaim> = Api::namespaced(self.client.clone(), &key.namespace);
-        let pods_api: Api<Pod> = Api::namespaced(self.client.clone(), &key.namespace);
-        let result = match action {
-            Action::CreateClaim(claim) => claims.create(&PostParams::default(), claim).await.map(drop),
-            Action::UpdateClaim(claim) => {
-                let name = claim.metadata.name.as_deref().unwrap_or_default();
-                claims.replace(name, &PostParams::default(), claim).await.map(drop)
-            }
-            Action::CreatePod(pod) => pods_api.create(&PostParams::default(), pod).await.map(drop),
-            Action::DeletePod { name, uid } => {
-                let params = DeleteParams {
-                    preconditions: Some(Preconditions { uid: Some(uid.clone()), resource_version: None }),
-                    ..DeleteParams::default()
-                };
-                pods_api.delete(name, &params).await.map(drop)
-            }
-        };
-        if result.is_err() {
-            self.never_observed(key, action);
+async fn apply(ctx: &Context<StatefulSet>, key: &Key, action: &Action) -> Result<(), kube::Error> {
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &key.namespace);
+    let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &key.namespace);
+    let result = match action {
+        Action::CreateClaim(claim) => claims.create(&PostParams::default(), claim).await.map(drop),
+        Action::UpdateClaim(claim) => {
+            let name = claim.metadata.name.as_deref().unwrap_or_default();
+            claims.replace(name, &PostParams::default(), claim).await.map(drop)
         }
-        result
+        Action::CreatePod(pod) => pods_api.create(&PostParams::default(), pod).await.map(drop),
+        Action::DeletePod { name, uid } => pods_api.delete(name, &delete_uid(uid)).await.map(drop),
+    };
+    if result.is_err() {
+        never_observed(ctx, key, action);
     }
-
-    async fn write_status(&self, set: &StatefulSet, status: StatefulSetStatus) -> Result<(), kube::Error> {
-        if set.status.as_ref() == Some(&status) {
-            return Ok(());
-        }
-        let api: Api<StatefulSet> =
-            Api::namespaced(self.client.clone(), set.metadata.namespace.as_deref().unwrap_or_default());
-        let mut updated = set.clone();
-        updated.status = Some(status);
-        match api
-            .replace_status(set.metadata.name.as_deref().unwrap_or_default(), &PostParams::default(), &updated)
-            .await
-        {
-            Ok(_) => Ok(()),
-            // The set changed meanwhile: its event brings it back with the new state.
-            Err(kube::Error::Api(s)) if s.code == 409 || s.code == 404 => Ok(()),
-            Err(e) => Err(e),
-        }
-    }
+    result
 }
 
 #[cfg(test)]
