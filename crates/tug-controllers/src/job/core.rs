@@ -77,15 +77,7 @@ pub enum Action {
 }
 
 /// What to do about the Job.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Plan {
-    pub actions: Vec<Action>,
-    /// The complete new status; write it only if it differs from the current one.
-    pub status: JobStatus,
-    pub events: Vec<Note>,
-    /// When time alone changes the answer (deadline, back-off, TTL).
-    pub requeue_after: Option<Duration>,
-}
+pub type Plan = crate::runtime::Plan<Action, JobStatus>;
 
 /// How a Job is finishing.
 #[derive(Debug, Clone, PartialEq)]
