@@ -13,6 +13,7 @@
 
 pub mod compaction;
 pub mod etcd;
+pub mod identity;
 mod keys;
 pub mod sqlite;
 mod watch;

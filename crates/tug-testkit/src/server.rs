@@ -96,6 +96,43 @@ impl TugServer {
         }
     }
 
+    /// As [`TugServer::restart`], with `args` in place of the arguments given so far.
+    pub fn restart_with(&mut self, args: &[&str]) {
+        self.args = args.iter().map(|a| a.to_string()).collect();
+        self.restart();
+    }
+
+    /// Runs `binary server ARGS...` once more on this (stopped) server's data dir and port, for a
+    /// start that is expected to fail: its exit code (`None` if it was still running after
+    /// [`STARTUP_DEADLINE`] and had to be killed) and what it printed.
+    pub fn run_once(&self, args: &[&str]) -> (Option<i32>, String) {
+        let log_path = self.data_dir.path().join("run-once.log");
+        let log = std::fs::File::create(&log_path).expect("run-once log file");
+        let mut child = Command::new(&self.binary)
+            .args(["server", "--data-dir"])
+            .arg(self.data_dir.path())
+            .args(["--listen", &format!("127.0.0.1:{}", self.port)])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start tug server");
+        let mut code = None;
+        let exited = wait_for("tug server to exit", STARTUP_DEADLINE, || match child.try_wait() {
+            Ok(Some(status)) => {
+                code = status.code();
+                Ok(())
+            }
+            _ => Err("still running".to_string()),
+        });
+        if exited.is_err() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        (code, std::fs::read_to_string(&log_path).unwrap_or_default())
+    }
+
     fn wait_until_listening(&mut self) -> Result<(), String> {
         let mut exited = None;
         let kubeconfig = self.kubeconfig();

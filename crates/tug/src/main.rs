@@ -38,6 +38,12 @@ struct ServerArgs {
     /// `sqlite` (DATA_DIR/state.db), `sqlite:///path.db`, or `etcd://host:port[,host:port...][/prefix]`.
     #[arg(long, default_value = "sqlite")]
     datastore: String,
+    /// Start even though the datastore is not the one this data dir last used (empty, missing,
+    /// truncated, or another cluster's), keeping the data dir's CA and tokens; it becomes this
+    /// data dir's datastore. Without it such a start is refused, so lost data is never mistaken
+    /// for a new cluster.
+    #[arg(long)]
+    reset_datastore: bool,
     /// Do not run a node agent inside the server.
     #[arg(long)]
     disable_agent: bool,
@@ -414,6 +420,10 @@ fn server(args: ServerArgs) -> ExitCode {
     runtime.block_on(async {
         // Listen for SIGTERM/SIGINT before anything else, so a stop during start-up is a clean one.
         let stop = stop_signal();
+        if let Err(e) = check_datastore(&args, &config.datastore).await {
+            eprintln!("tug server: {e}");
+            return ExitCode::FAILURE;
+        }
         let server = match tug_apiserver::server::start(config).await {
             Ok(s) => s,
             Err(e) => {
@@ -494,6 +504,31 @@ fn server(args: ServerArgs) -> ExitCode {
         server.stop().await;
         ExitCode::SUCCESS
     })
+}
+
+/// Refuses a datastore that is not the one this data dir last used (see `tug_store::identity`):
+/// a truncated or missing state.db, an emptied etcd prefix, another cluster's store.
+async fn check_datastore(args: &ServerArgs, datastore: &tug_store::Datastore) -> Result<(), String> {
+    std::fs::create_dir_all(&args.data_dir)
+        .map_err(|e| format!("cannot create the data dir {}: {e}", args.data_dir.display()))?;
+    // What only a cluster that has run leaves in its data dir (tug-apiserver's pki).
+    let credentials = ["tls/ca.key", "tls/ca.crt", "tokens/admin", "node-token"];
+    let dir = tug_store::identity::DataDir {
+        path: args.data_dir.clone(),
+        credentials: credentials.iter().map(|c| args.data_dir.join(c)).collect(),
+    };
+    use tug_store::identity::Verified;
+    match tug_store::identity::check_data_dir(datastore, &dir, args.reset_datastore).await.map_err(|e| e.to_string())? {
+        Verified::Created { id } => tracing::info!(%id, "new datastore recorded in the data dir"),
+        Verified::Matched { id } => tracing::debug!(%id, "the datastore is the data dir's own"),
+        Verified::Recorded { id } => tracing::info!(%id, "datastore identity recorded"),
+        Verified::Reset { id, previous } => eprintln!(
+            "tug server: --reset-datastore: the data dir now belongs to datastore {id} (was {}); \
+             whatever the previous datastore held is not in it",
+            previous.as_deref().unwrap_or("unrecorded")
+        ),
+    }
+    Ok(())
 }
 
 /// Resolves on SIGTERM or SIGINT. The handlers are installed when this is called, not when the
