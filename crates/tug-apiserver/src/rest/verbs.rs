@@ -1,12 +1,5 @@
-//! The verbs on resources: create, get, list, update, patch, delete, deletecollection, and the
-//! status, scale, binding, eviction and finalize subresources. Watches are in `watch.rs`.
-//!
-//! Every write follows the same path as in Kubernetes: decode (JSON, YAML or protobuf) → check
-//! the type → decode through the typed struct (field validation) → server-set metadata →
-//! defaulting → validation → store with compare-and-swap. Nothing is stored until every check
-//! has passed, so a failed request leaves the store as it was.
-
-use std::time::Duration;
+//! The generic verbs over any registered type: create, get, list, update, patch, delete and
+//! deletecollection.
 
 use bytes::Bytes;
 use serde_json::{Value, json};
@@ -16,234 +9,16 @@ use tug_core::status::ApiError;
 use tug_core::{convert, defaults, patch, validation};
 use tug_store::{ContinueToken, KeyValue, ListOptions, Revision};
 
+use super::decode::{check_type, decode_body, normalize};
+use super::subresources::status::{self, WriteScope};
+use super::{
+    CAS_RETRIES, conflict, encode_for_storage, invalid, not_found, qualified_resource, served_bytes, stored_object,
+    ttl_for,
+};
 use crate::cache::CachedObject;
 use crate::errors::from_store;
-use crate::request::{FieldValidation, Query, ResourceRequest};
-use crate::{Api, Reply, object, typed};
-
-/// Events expire an hour after their last write, as with Kubernetes' default `--event-ttl`.
-pub const EVENT_TTL: Duration = Duration::from_secs(3600);
-/// Retries of an update or patch that lost a compare-and-swap race it did not ask for.
-const CAS_RETRIES: usize = 16;
-
-/// What part of an object a write may change.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WriteScope {
-    /// Everything but `status` (for types with a status subresource).
-    Main,
-    /// Only `status`.
-    Status,
-    /// Only a Namespace's `spec.finalizers`.
-    Finalize,
-}
-
-fn qualified_resource(rt: &ResourceType) -> String {
-    rt.plural.to_string()
-}
-
-fn not_found(rt: &ResourceType, name: &str) -> ApiError {
-    ApiError::not_found(rt.group, &qualified_resource(rt), name)
-}
-
-fn conflict(rt: &ResourceType, name: &str) -> ApiError {
-    ApiError::conflict(rt.group, &qualified_resource(rt), name)
-}
-
-/// Decodes a request body by its Content-Type (JSON when absent, as kubectl's `scale
-/// --current-replicas` PUT needs).
-pub fn decode_body(body: &[u8], content_type: Option<&str>) -> Result<Value, ApiError> {
-    decode(body, content_type).map_err(|e| match e {
-        Undecodable::Json(e) => ApiError::bad_request(format!("the request body is not valid JSON: {e}")),
-        Undecodable::Yaml(e) => ApiError::bad_request(format!("the request body is not valid YAML: {e}")),
-        Undecodable::Other(e) => e,
-    })
-}
-
-/// Decodes the object of a create or update. A body that does not parse, or is no object, is
-/// answered as kube-apiserver does (its REST handlers' `transformDecodeError`): `the object
-/// provided is unrecognized (must be of type Namespace): <why> (<the body's start>)`.
-pub fn decode_object(body: &[u8], content_type: Option<&str>, rt: &ResourceType) -> Result<Value, ApiError> {
-    let unrecognized = |why: String| {
-        ApiError::bad_request(format!(
-            "the object provided is unrecognized (must be of type {}): {why} ({})",
-            rt.kind,
-            summarize(body)
-        ))
-    };
-    let value = decode(body, content_type).map_err(|e| match e {
-        Undecodable::Json(e) => {
-            unrecognized(format!("couldn't get version/kind; json parse error: {}", go_json_error(body, &e)))
-        }
-        Undecodable::Yaml(e) => unrecognized(format!("error converting YAML to JSON: {e}")),
-        Undecodable::Other(e) => e,
-    })?;
-    match &value {
-        Value::Object(_) => Ok(value),
-        other => Err(unrecognized(format!(
-            "couldn't get version/kind; json parse error: json: cannot unmarshal {} into Go value of type struct {{ APIVersion string \"json:\\\"apiVersion,omitempty\\\"\"; Kind string \"json:\\\"kind,omitempty\\\"\" }}",
-            go_json_type(other)
-        ))),
-    }
-}
-
-/// Why a body could not be read as a value.
-enum Undecodable {
-    Json(serde_json::Error),
-    Yaml(String),
-    Other(ApiError),
-}
-
-fn decode(body: &[u8], content_type: Option<&str>) -> Result<Value, Undecodable> {
-    let media = content_type.map(|c| c.split(';').next().unwrap_or("").trim()).unwrap_or("");
-    match media {
-        "" | "application/json" | "*/*" => serde_json::from_slice(body).map_err(Undecodable::Json),
-        "application/yaml" | "application/x-yaml" | "text/yaml" => {
-            let text = std::str::from_utf8(body).map_err(|_| Undecodable::Yaml("the body is not UTF-8".into()))?;
-            serde_saphyr::from_str::<Value>(text).map_err(|e| Undecodable::Yaml(e.to_string()))
-        }
-        "application/vnd.kubernetes.protobuf" => tug_protobuf::decode(body).map_err(|e| {
-            let mut err = ApiError::unsupported_media_type(media);
-            err.message = format!("cannot decode the protobuf request body: {e}. Send JSON instead.");
-            Undecodable::Other(err)
-        }),
-        other => Err(Undecodable::Other(ApiError::unsupported_media_type(other))),
-    }
-}
-
-/// The start of a body for an error message, as kube-apiserver's `summarizeData`: 30 bytes,
-/// as text when it starts like a JSON object, else in hex.
-fn summarize(body: &[u8]) -> String {
-    const MAX: usize = 30;
-    let more = if body.len() > MAX { " ..." } else { "" };
-    let head = &body[..body.len().min(MAX)];
-    match head.first() {
-        None => "<empty>".into(),
-        Some(b'{') => format!("{}{more}", String::from_utf8_lossy(head)),
-        Some(_) => format!("{}{more}", head.iter().map(|b| format!("{b:02x}")).collect::<String>()),
-    }
-}
-
-/// Go's `encoding/json` wording for the commonest parse failures (what kube-apiserver reports);
-/// other failures keep serde's wording.
-fn go_json_error(body: &[u8], e: &serde_json::Error) -> String {
-    match body.iter().find(|b| !b.is_ascii_whitespace()) {
-        None => "unexpected end of JSON input".into(),
-        Some(&c)
-            if !matches!(c, b'{' | b'[' | b'"' | b'-' | b'0'..=b'9' | b't' | b'f' | b'n') && c.is_ascii_graphic() =>
-        {
-            let shown = if c == b'\'' { "\\'".to_string() } else { char::from(c).to_string() };
-            format!("invalid character '{shown}' looking for beginning of value")
-        }
-        _ if e.is_eof() => "unexpected end of JSON input".into(),
-        _ => e.to_string(),
-    }
-}
-
-/// How Go's JSON decoder names a value's type.
-fn go_json_type(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "bool",
-        Value::Number(_) => "number",
-        Value::String(_) => "string",
-        Value::Array(_) => "array",
-        Value::Object(_) => "object",
-    }
-}
-
-/// The object's apiVersion and kind must be the URL's (filled in when absent). A body of another
-/// kind is refused as kube-apiserver's decoder does: it cannot convert one kind into another, or
-/// does not know the kind at all.
-fn check_type(rt: &ResourceType, obj: &mut Value) -> Result<(), ApiError> {
-    let Some(map) = obj.as_object_mut() else {
-        return Err(ApiError::bad_request(format!("the body must be a {} object, not {}", rt.kind, kind_of(obj))));
-    };
-    let expected = rt.api_version();
-    let api_version = map.get("apiVersion").and_then(Value::as_str).filter(|v| !v.is_empty()).map(str::to_string);
-    let kind = map.get("kind").and_then(Value::as_str).filter(|k| !k.is_empty()).map(str::to_string);
-    if let Some(kind) = kind.as_deref()
-        && kind != rt.kind
-    {
-        let data_version = api_version.clone().unwrap_or_else(|| expected.clone());
-        let version = data_version.rsplit('/').next().unwrap_or_default();
-        let why = if registry::by_kind(&data_version, kind).is_some() {
-            format!("converting ({version}.{kind}) to ({}.{}): unknown conversion", internal_package(rt.group), rt.kind)
-        } else {
-            format!(
-                "no kind \"{kind}\" is registered for version \"{data_version}\" in scheme \"pkg/api/legacyscheme/scheme.go:30\""
-            )
-        };
-        return Err(ApiError::bad_request(format!(
-            "{kind} in version \"{version}\" cannot be handled as a {}: {why}",
-            rt.kind
-        )));
-    }
-    match api_version {
-        None => {
-            map.insert("apiVersion".into(), json!(expected));
-        }
-        Some(v) if v == expected => {}
-        Some(v) => {
-            return Err(ApiError::bad_request(format!(
-                "the API version in the data ({v}) does not match the expected API version ({expected})"
-            )));
-        }
-    }
-    if kind.is_none() {
-        map.insert("kind".into(), json!(rt.kind));
-    }
-    Ok(())
-}
-
-/// The Go package of Kubernetes' internal types of a group (`core.Namespace`, `apps.Deployment`).
-fn internal_package(group: &str) -> &str {
-    match group {
-        "" | "events.k8s.io" => "core",
-        g => g.split('.').next().unwrap_or(g),
-    }
-}
-
-fn kind_of(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
-
-/// Field validation through the typed struct: Strict rejects unknown fields, Warn names them in
-/// a Warning header, Ignore drops them. Unknown fields are never stored.
-fn normalize(
-    rt: &ResourceType,
-    obj: Value,
-    fv: FieldValidation,
-    warnings: &mut Vec<String>,
-) -> Result<Value, ApiError> {
-    let api_version = rt.api_version();
-    match typed::normalize(&api_version, rt.kind, &obj) {
-        None => Ok(obj),
-        Some(Err(msg)) => Err(ApiError::bad_request(format!(
-            "{} in version \"{}\" cannot be handled as a {}: {msg}",
-            rt.kind, rt.version, rt.kind
-        ))),
-        Some(Ok(n)) => {
-            if !n.unknown_fields.is_empty() {
-                let texts: Vec<String> = n.unknown_fields.iter().map(|f| format!("unknown field \"{f}\"")).collect();
-                match fv {
-                    FieldValidation::Strict => {
-                        return Err(ApiError::bad_request(format!("strict decoding error: {}", texts.join(", "))));
-                    }
-                    FieldValidation::Warn => warnings.extend(texts),
-                    FieldValidation::Ignore => {}
-                }
-            }
-            Ok(n.object)
-        }
-    }
-}
+use crate::request::{Query, ResourceRequest};
+use crate::{Api, Reply, object};
 
 /// A Secret's `stringData` is write-only convenience: folded into base64 `data` (winning over
 /// the same key there) and never stored, as in Kubernetes.
@@ -262,40 +37,6 @@ fn fold_string_data(rt: &ResourceType, obj: &mut Value) {
             data[k.as_str()] = json!(crate::pki::base64(text.as_bytes()));
         }
     }
-}
-
-fn invalid(rt: &ResourceType, name: &str, causes: Vec<tug_core::status::Cause>) -> ApiError {
-    ApiError::invalid(rt.group, rt.kind, name, causes)
-}
-
-/// The stored value of `kv` as `rt`'s version, resourceVersion stamped.
-fn stored_object(rt: &ResourceType, kv: &KeyValue) -> Result<Value, ApiError> {
-    let mut obj: Value = serde_json::from_slice(&kv.value)
-        .map_err(|e| ApiError::internal(format!("stored object {} is not JSON: {e}", kv.key)))?;
-    object::set_resource_version(&mut obj, kv.mod_revision);
-    Ok(convert::from_storage(rt, obj))
-}
-
-/// A cached object as `rt`'s version, re-encoded only when the version differs.
-pub fn served_bytes(rt: &ResourceType, obj: &CachedObject) -> Bytes {
-    if convert::storage_version(rt) == rt.api_version() {
-        obj.json.clone()
-    } else {
-        Bytes::from(serde_json::to_vec(&convert::from_storage(rt, obj.value())).unwrap_or_default())
-    }
-}
-
-fn encode_for_storage(rt: &ResourceType, obj: &Value) -> Vec<u8> {
-    let mut stored = convert::to_storage(rt, obj.clone());
-    if let Some(meta) = stored.get_mut("metadata").and_then(Value::as_object_mut) {
-        meta.remove("resourceVersion");
-        meta.remove("selfLink");
-    }
-    serde_json::to_vec(&stored).unwrap_or_default()
-}
-
-fn ttl_for(rt: &ResourceType) -> Option<Duration> {
-    (rt.storage == "events").then_some(EVENT_TTL)
 }
 
 /// The namespace a namespaced request writes into must exist and not be terminating.
@@ -446,7 +187,7 @@ impl Api {
     }
 
     /// The object at `key` as stored now, or 404.
-    async fn current(&self, rt: &ResourceType, ns: Option<&str>, name: &str) -> Result<KeyValue, ApiError> {
+    pub(crate) async fn current(&self, rt: &ResourceType, ns: Option<&str>, name: &str) -> Result<KeyValue, ApiError> {
         self.store.get(&rt.key(ns, name), None).await.map_err(from_store)?.ok_or_else(|| not_found(rt, name))
     }
 
@@ -456,7 +197,7 @@ impl Api {
     /// one lost compare-and-swap, and a precondition that fails against it is checked again
     /// against the store before the client hears 409 (kube-apiserver's GuaranteedUpdate does
     /// the same with its cached object).
-    async fn current_for_write(
+    pub(crate) async fn current_for_write(
         &self,
         rt: &ResourceType,
         ns: Option<&str>,
@@ -499,7 +240,7 @@ impl Api {
     /// `current`. `Ok(None)` means the swap lost a race and the caller should retry. When
     /// `current` came from the watch cache (`cached`), anything it alone decides — a refusal,
     /// or "nothing changed" — is only believed after a retry against the store.
-    async fn write_update(
+    pub(crate) async fn write_update(
         &self,
         rt: &ResourceType,
         scope: WriteScope,
@@ -528,33 +269,8 @@ impl Api {
                 };
             }
         }
-        let mut new = match scope {
-            WriteScope::Main => {
-                if rt.has(Subresource::Status) && rt.kind != "Node" || rt.kind == "Namespace" {
-                    let map = new.as_object_mut().expect("object");
-                    match old.get("status") {
-                        Some(s) => map.insert("status".into(), s.clone()),
-                        None => map.remove("status"),
-                    };
-                }
-                new
-            }
-            WriteScope::Status => {
-                let mut merged = old.clone();
-                let map = merged.as_object_mut().expect("object");
-                match new.get("status") {
-                    Some(s) => map.insert("status".into(), s.clone()),
-                    None => map.remove("status"),
-                };
-                merged
-            }
-            WriteScope::Finalize => {
-                let mut merged = old.clone();
-                let finalizers = new.pointer("/spec/finalizers").cloned().unwrap_or(json!([]));
-                merged["spec"]["finalizers"] = finalizers;
-                merged
-            }
-        };
+        let status_is_subresource = rt.has(Subresource::Status) && rt.kind != "Node" || rt.kind == "Namespace";
+        let mut new = status::scoped(scope, status_is_subresource, &old, new);
         fold_string_data(rt, &mut new);
         defaults::apply_defaults(rt, &mut new);
         if rt.kind == "Service" {
@@ -1032,207 +748,6 @@ impl Api {
         }
         Ok(deleted)
     }
-
-    /// GET of the autoscaling/v1 Scale view.
-    pub async fn get_scale(&self, req: &ResourceRequest) -> Result<Value, ApiError> {
-        let rt = req.rt;
-        let kv = self.current(rt, req.namespace.as_deref(), req.name.as_deref().unwrap_or_default()).await?;
-        Ok(scale_of(&stored_object(rt, &kv)?))
-    }
-
-    /// PUT or PATCH of the Scale view: changes `spec.replicas` of the object.
-    pub async fn write_scale(
-        &self,
-        req: &ResourceRequest,
-        q: &Query,
-        body: &[u8],
-        content_type: Option<&str>,
-        is_patch: bool,
-    ) -> Result<Value, ApiError> {
-        let rt = req.rt;
-        let name = req.name.as_deref().unwrap_or_default();
-        for attempt in 0..CAS_RETRIES {
-            let (current, cached) = self.current_for_write(rt, req.namespace.as_deref(), name, attempt).await?;
-            let obj = stored_object(rt, &current)?;
-            let mut scale = scale_of(&obj);
-            if is_patch {
-                let media = content_type.map(|c| c.split(';').next().unwrap_or("").trim()).unwrap_or("");
-                let doc: Value = serde_json::from_slice(body)
-                    .map_err(|e| ApiError::bad_request(format!("the patch is not valid JSON: {e}")))?;
-                match media {
-                    "application/json-patch+json" => {
-                        patch::json_patch(&mut scale, &doc).map_err(|e| ApiError::bad_request(e.to_string()))?
-                    }
-                    _ => patch::merge_patch(&mut scale, &doc),
-                }
-            } else {
-                scale = decode_body(body, content_type)?;
-            }
-            if let Some(rv) = object::resource_version(&scale)
-                && rv != current.mod_revision.to_string()
-            {
-                if cached {
-                    continue;
-                }
-                return Err(conflict(rt, name));
-            }
-            let replicas = match scale.pointer("/spec/replicas") {
-                None | Some(Value::Null) => 0,
-                Some(v) => v.as_i64().filter(|r| *r >= 0 && *r <= i32::MAX as i64).ok_or_else(|| {
-                    invalid(
-                        &SCALE_RT,
-                        name,
-                        vec![tug_core::status::Cause {
-                            reason: "FieldValueInvalid",
-                            field: "spec.replicas".into(),
-                            message: format!("Invalid value: {v}: must be greater than or equal to 0"),
-                        }],
-                    )
-                })?,
-            };
-            let mut new = obj.clone();
-            new["spec"]["replicas"] = json!(replicas);
-            if let Some(done) = self.write_update(rt, WriteScope::Main, (&current, cached), new, q.dry_run).await? {
-                return Ok(scale_of(&done));
-            }
-        }
-        Err(conflict(rt, name))
-    }
-
-    /// POST pods/binding: assigns a pod to a node, once.
-    pub async fn bind(&self, req: &ResourceRequest, binding: &Value) -> Result<(), ApiError> {
-        let rt = req.rt;
-        let name = req.name.as_deref().unwrap_or_default();
-        let node =
-            binding.pointer("/target/name").and_then(Value::as_str).filter(|s| !s.is_empty()).ok_or_else(|| {
-                invalid(
-                    rt,
-                    name,
-                    vec![tug_core::status::Cause {
-                        reason: "FieldValueRequired",
-                        field: "target.name".into(),
-                        message: "Required value".into(),
-                    }],
-                )
-            })?;
-        for attempt in 0..CAS_RETRIES {
-            // Deletion and an existing node never revert, so a stale cached pod can only lose
-            // the compare-and-swap, never refuse a binding wrongly.
-            let (current, _) = self.current_for_write(rt, req.namespace.as_deref(), name, attempt).await?;
-            let mut pod = stored_object(rt, &current)?;
-            if object::is_deleting(&pod) {
-                return Err(ApiError::new(
-                    409,
-                    "Conflict",
-                    format!("pod {name} is being deleted, cannot be assigned to a host"),
-                ));
-            }
-            if let Some(existing) = object::str_at(&pod, &["spec", "nodeName"]).filter(|s| !s.is_empty()) {
-                return Err(ApiError::new(
-                    409,
-                    "Conflict",
-                    format!("pod {name} is already assigned to node \"{existing}\""),
-                )
-                .about("", "pods", name));
-            }
-            pod["spec"]["nodeName"] = json!(node);
-            let conditions = pod["status"]["conditions"].as_array().cloned().unwrap_or_default();
-            let mut conditions: Vec<Value> = conditions.into_iter().filter(|c| c["type"] != "PodScheduled").collect();
-            conditions.push(json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": object::now_rfc3339()}));
-            pod["status"]["conditions"] = json!(conditions);
-            let bytes = encode_for_storage(rt, &pod);
-            match self.store.update(&current.key, bytes, current.mod_revision, None).await {
-                Ok(_) => return Ok(()),
-                Err(tug_store::Error::Conflict { .. }) => continue,
-                Err(e) => return Err(from_store(e)),
-            }
-        }
-        Err(conflict(rt, name))
-    }
-
-    /// POST pods/eviction: deletes the pod unless its PodDisruptionBudget forbids it (429). An
-    /// allowed eviction is first recorded in the budget's status (one fewer disruption allowed,
-    /// the pod in `disruptedPods`) with a compare-and-swap, so concurrent evictions — `kubectl
-    /// drain` evicts a node's pods in parallel — can never together exceed the budget.
-    pub async fn evict(&self, req: &ResourceRequest, q: &Query, eviction: &Value) -> Result<(), ApiError> {
-        let name = req.name.as_deref().unwrap_or_default();
-        let ns = req.namespace.as_deref().unwrap_or("default");
-        let current = self.current(req.rt, Some(ns), name).await?;
-        let pod = stored_object(req.rt, &current)?;
-        // Finished, not yet running, or already going: no budget applies (Kubernetes' rule).
-        let phase = object::str_at(&pod, &["status", "phase"]);
-        let exempt = matches!(phase, Some("Succeeded" | "Failed" | "Pending")) || object::is_deleting(&pod);
-        if !exempt {
-            self.charge_disruption_budget(ns, name, &object::labels(&pod)).await?;
-        }
-        let options = eviction.get("deleteOptions").cloned().unwrap_or(json!({}));
-        self.delete(req, q, &options).await.map(|_| ())
-    }
-
-    /// Takes one allowed disruption from the budget that selects the pod, if any.
-    async fn charge_disruption_budget(
-        &self,
-        ns: &str,
-        pod_name: &str,
-        pod_labels: &std::collections::BTreeMap<String, String>,
-    ) -> Result<(), ApiError> {
-        let pdb_rt = registry::by_kind("policy/v1", "PodDisruptionBudget").expect("registered");
-        let (pdbs, _, _) = self.cache.list(pdb_rt.storage, &pdb_rt.prefix(Some(ns)), None, 0, &|_| true);
-        let selecting: Vec<String> = pdbs
-            .iter()
-            .map(|p| p.value())
-            .filter(|p| {
-                p.pointer("/spec/selector").is_some_and(|s| crate::selectors::label_selector_matches(s, pod_labels))
-            })
-            .map(|p| object::name(&p).to_string())
-            .collect();
-        let budget = match selecting.as_slice() {
-            [] => return Ok(()),
-            [one] => one,
-            _ => {
-                return Err(ApiError::internal(
-                    "This pod has more than one PodDisruptionBudget, which the eviction subresource does not support.",
-                ));
-            }
-        };
-        let refused = |message: String| {
-            let mut e = ApiError::too_many_requests(
-                "Cannot evict pod as it would violate the pod's disruption budget.",
-            )
-            .about("policy", "poddisruptionbudgets", budget);
-            e.causes = vec![tug_core::status::Cause { reason: "DisruptionBudget", field: String::new(), message }];
-            e
-        };
-        for _ in 0..CAS_RETRIES {
-            let current = self.current(pdb_rt, Some(ns), budget).await?;
-            let mut pdb = stored_object(pdb_rt, &current)?;
-            let generation = pdb.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(0);
-            let observed = pdb.pointer("/status/observedGeneration").and_then(Value::as_i64).unwrap_or(0);
-            if observed < generation {
-                return Err(refused(format!("The disruption budget {budget} is still being processed by the server.")));
-            }
-            let allowed = pdb.pointer("/status/disruptionsAllowed").and_then(Value::as_i64).unwrap_or(0);
-            if allowed < 1 {
-                let desired = pdb.pointer("/status/desiredHealthy").and_then(Value::as_i64).unwrap_or(0);
-                let healthy = pdb.pointer("/status/currentHealthy").and_then(Value::as_i64).unwrap_or(0);
-                return Err(refused(format!(
-                    "The disruption budget {budget} needs {desired} healthy pods and has {healthy} currently"
-                )));
-            }
-            let now = jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
-            pdb["status"]["disruptionsAllowed"] = json!(allowed - 1);
-            if !pdb["status"]["disruptedPods"].is_object() {
-                pdb["status"]["disruptedPods"] = json!({});
-            }
-            pdb["status"]["disruptedPods"][pod_name] = json!(now);
-            match self.store.update(&current.key, encode_for_storage(pdb_rt, &pdb), current.mod_revision, None).await {
-                Ok(_) => return Ok(()),
-                Err(tug_store::Error::Conflict { .. }) => continue,
-                Err(e) => return Err(from_store(e)),
-            }
-        }
-        Err(conflict(pdb_rt, budget))
-    }
 }
 
 impl Api {
@@ -1344,41 +859,6 @@ fn add_finalizer(obj: &mut Value, finalizer: &str) {
     }
 }
 
-/// The Scale object of a workload.
-pub fn scale_of(obj: &Value) -> Value {
-    let selector = obj.pointer("/spec/selector").map(crate::selectors::selector_string).unwrap_or_default();
-    json!({
-        "kind": "Scale",
-        "apiVersion": "autoscaling/v1",
-        "metadata": {
-            "name": object::name(obj),
-            "namespace": object::namespace(obj).unwrap_or_default(),
-            "uid": object::str_at(obj, &["metadata", "uid"]).unwrap_or_default(),
-            "resourceVersion": object::resource_version(obj).unwrap_or_default(),
-            "creationTimestamp": object::str_at(obj, &["metadata", "creationTimestamp"]),
-        },
-        "spec": {"replicas": obj.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(0)},
-        "status": {
-            "replicas": obj.pointer("/status/replicas").and_then(Value::as_i64).unwrap_or(0),
-            "selector": selector,
-        },
-    })
-}
-
-/// Scale's own type, for error messages.
-static SCALE_RT: ResourceType = ResourceType {
-    group: "autoscaling",
-    version: "v1",
-    kind: "Scale",
-    plural: "scale",
-    singular: "scale",
-    short_names: &[],
-    scope: tug_core::registry::Scope::Namespaced,
-    in_all: false,
-    subresources: &[],
-    storage: "",
-};
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1420,26 +900,6 @@ mod tests {
         let mut other = json!({"metadata": {"finalizers": ["example.com/keep"]}});
         add_finalizer(&mut other, PVC_PROTECTION_FINALIZER);
         assert_eq!(other["metadata"]["finalizers"], json!(["example.com/keep", PVC_PROTECTION_FINALIZER]));
-    }
-
-    #[test]
-    fn bodies_decode_by_content_type() {
-        assert!(decode_body(b"{\"a\":1}", None).is_ok());
-        assert_eq!(decode_body(b"{nope", Some("application/json")).unwrap_err().code, 400);
-        assert_eq!(decode_body(b"a: [1, 2]\n", Some("application/yaml")).unwrap(), json!({"a": [1, 2]}));
-        assert_eq!(decode_body(b"a: [1, 2\n", Some("application/yaml")).unwrap_err().code, 400);
-        assert_eq!(decode_body(b"x", Some("text/csv")).unwrap_err().code, 415);
-    }
-
-    #[test]
-    fn type_mismatch_is_a_bad_request() {
-        let rt = registry::by_kind("apps/v1", "Deployment").unwrap();
-        let mut ok = json!({"metadata": {"name": "a"}});
-        check_type(rt, &mut ok).unwrap();
-        assert_eq!((ok["apiVersion"].as_str(), ok["kind"].as_str()), (Some("apps/v1"), Some("Deployment")));
-        let mut wrong = json!({"apiVersion": "v1", "kind": "Deployment"});
-        assert_eq!(check_type(rt, &mut wrong).unwrap_err().code, 400);
-        assert_eq!(check_type(rt, &mut json!([1])).unwrap_err().code, 400);
     }
 
     /// The schema of `$ref` (or `allOf: [$ref]`) `schema` points at in `doc`.
@@ -1501,44 +961,5 @@ mod tests {
         ] {
             assert!(checked.iter().any(|c| c == expected), "{expected} not checked: {checked:?}");
         }
-    }
-
-    /// kube-apiserver's answers to `kubectl create --raw /api/v1/namespaces -f pod.yaml` (YAML
-    /// sent as JSON) and to a JSON Pod posted there (Kubernetes' own test-cmd checks the latter).
-    #[test]
-    fn a_body_of_another_kind_is_refused_in_kube_apiservers_words() {
-        let namespaces = registry::by_kind("v1", "Namespace").unwrap();
-        let yaml = b"apiVersion: v1\nkind: Pod\nmetadata:\n  name: web\n";
-        let e = decode_object(yaml, Some("application/json"), namespaces).unwrap_err();
-        assert_eq!((e.code, e.reason), (400, "BadRequest"));
-        assert_eq!(
-            e.message,
-            "the object provided is unrecognized (must be of type Namespace): couldn't get version/kind; json parse \
-             error: invalid character 'a' looking for beginning of value \
-             (61706956657273696f6e3a2076310a6b696e643a20506f640a6d65746164 ...)"
-        );
-        let e = decode_object(b"{\"kind\": ", None, namespaces).unwrap_err();
-        assert_eq!(
-            e.message,
-            "the object provided is unrecognized (must be of type Namespace): couldn't get version/kind; json parse \
-             error: unexpected end of JSON input ({\"kind\": )"
-        );
-        let e = decode_object(b"[1]", None, namespaces).unwrap_err();
-        assert!(e.message.contains("json: cannot unmarshal array into Go value of type struct { APIVersion string \"json:\\\"apiVersion,omitempty\\\"\""), "{}", e.message);
-
-        let mut pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web"}});
-        let e = check_type(namespaces, &mut pod).unwrap_err();
-        assert_eq!((e.code, e.reason), (400, "BadRequest"));
-        assert_eq!(
-            e.message,
-            "Pod in version \"v1\" cannot be handled as a Namespace: converting (v1.Pod) to (core.Namespace): unknown conversion"
-        );
-        let deployments = registry::by_kind("apps/v1", "Deployment").unwrap();
-        let mut old = json!({"apiVersion": "apps/v1beta1", "kind": "StatefulSet"});
-        assert_eq!(
-            check_type(deployments, &mut old).unwrap_err().message,
-            "StatefulSet in version \"v1beta1\" cannot be handled as a Deployment: no kind \"StatefulSet\" is registered \
-             for version \"apps/v1beta1\" in scheme \"pkg/api/legacyscheme/scheme.go:30\""
-        );
     }
 }
