@@ -173,7 +173,11 @@ async fn measure(server: &RunningServer, args: &ApiArgs, baseline_mb: f64) -> Re
 }
 
 /// The body of a response with the `want` status, else an error carrying the answer.
-pub(crate) fn expect_status(what: &str, (status, body): (StatusCode, Bytes), want: StatusCode) -> Result<Bytes, String> {
+pub(crate) fn expect_status(
+    what: &str,
+    (status, body): (StatusCode, Bytes),
+    want: StatusCode,
+) -> Result<Bytes, String> {
     if status == want { Ok(body) } else { Err(format!("{what} answered {status}: {}", String::from_utf8_lossy(&body))) }
 }
 
