@@ -20,6 +20,7 @@ pub mod request;
 pub mod rest;
 pub mod selectors;
 pub mod server;
+pub mod strategy;
 pub mod tables;
 mod typed;
 pub mod watch;

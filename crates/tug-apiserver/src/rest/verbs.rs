@@ -3,10 +3,10 @@
 
 use bytes::Bytes;
 use serde_json::{Value, json};
-use tug_core::registry::{self, ResourceType, Subresource};
+use tug_core::registry::{self, ResourceType};
 use tug_core::selector::{FieldSelector, LabelSelector};
 use tug_core::status::ApiError;
-use tug_core::{convert, defaults, patch, validation};
+use tug_core::{convert, defaults, patch};
 use tug_store::{ContinueToken, KeyValue, ListOptions, Revision};
 
 use super::decode::{check_type, decode_body, normalize};
@@ -18,26 +18,8 @@ use super::{
 use crate::cache::CachedObject;
 use crate::errors::from_store;
 use crate::request::{Query, ResourceRequest};
+use crate::strategy::{self, Strategy};
 use crate::{Api, Reply, object};
-
-/// A Secret's `stringData` is write-only convenience: folded into base64 `data` (winning over
-/// the same key there) and never stored, as in Kubernetes.
-fn fold_string_data(rt: &ResourceType, obj: &mut Value) {
-    if rt.kind != "Secret" {
-        return;
-    }
-    let Some(map) = obj.as_object_mut() else { return };
-    let Some(Value::Object(strings)) = map.remove("stringData") else { return };
-    let data = map.entry("data").or_insert_with(|| json!({}));
-    if !data.is_object() {
-        *data = json!({});
-    }
-    for (k, v) in strings {
-        if let Some(text) = v.as_str() {
-            data[k.as_str()] = json!(crate::pki::base64(text.as_bytes()));
-        }
-    }
-}
 
 /// The namespace a namespaced request writes into must exist and not be terminating.
 async fn check_namespace_open(api: &Api, ns: &str) -> Result<(), ApiError> {
@@ -60,7 +42,12 @@ async fn check_namespace_open(api: &Api, ns: &str) -> Result<(), ApiError> {
 }
 
 /// Metadata the server owns on create.
-fn prepare_create(rt: &ResourceType, req_ns: Option<&str>, obj: &mut Value) -> Result<(), ApiError> {
+fn prepare_create(
+    rt: &ResourceType,
+    strategy: &dyn Strategy,
+    req_ns: Option<&str>,
+    obj: &mut Value,
+) -> Result<(), ApiError> {
     let meta = object::metadata_mut(obj);
     if meta.get("resourceVersion").and_then(Value::as_str).is_some_and(|s| !s.is_empty()) {
         return Err(ApiError::bad_request("resourceVersion should not be set on objects to be created"));
@@ -94,12 +81,13 @@ fn prepare_create(rt: &ResourceType, req_ns: Option<&str>, obj: &mut Value) -> R
     meta.remove("deletionTimestamp");
     meta.remove("deletionGracePeriodSeconds");
     meta.remove("selfLink");
-    if rt.has(Subresource::Status) && rt.kind != "Namespace" && rt.kind != "Node" {
+    if strategy.tracks_generation(rt) {
         meta.insert("generation".into(), json!(1));
     } else {
         meta.remove("generation");
     }
     defaults::status_on_create(rt, obj);
+    strategy.prepare_for_create(obj);
     Ok(())
 }
 
@@ -112,10 +100,10 @@ impl Api {
         reply: &mut Reply,
     ) -> Result<Value, ApiError> {
         let rt = req.rt;
+        let strategy = strategy::for_kind(rt);
         check_type(rt, &mut obj)?;
         let mut obj = normalize(rt, obj, q.field_validation, &mut reply.warnings)?;
-        fold_string_data(rt, &mut obj);
-        prepare_create(rt, req.namespace.as_deref(), &mut obj)?;
+        prepare_create(rt, strategy, req.namespace.as_deref(), &mut obj)?;
         let name = object::name(&obj).to_string();
         if name.is_empty() {
             return Err(invalid(
@@ -147,35 +135,25 @@ impl Api {
             default_storage_class(&mut obj, &classes);
             add_finalizer(&mut obj, PVC_PROTECTION_FINALIZER);
         }
-        if rt.kind == "Service" {
-            self.services.allocate(&self.cache, &mut obj).map_err(|m| {
-                invalid(
-                    rt,
-                    &name,
-                    vec![tug_core::status::Cause { reason: "FieldValueInvalid", field: m.0, message: m.1 }],
-                )
-            })?;
-        }
-        let causes = validation::validate_create(rt, &obj);
+        strategy.begin_create(self, rt, &mut obj)?;
+        let causes = strategy.validate_create(rt, &obj);
         if !causes.is_empty() {
-            self.services.release(&obj);
+            strategy.abort_create(self, &obj);
             return Err(invalid(rt, &name, causes));
         }
         if q.dry_run {
-            self.services.release(&obj);
+            strategy.abort_create(self, &obj);
             return Ok(obj);
         }
         let key = rt.key(ns.as_deref(), &name);
         match self.store.create(&key, encode_for_storage(rt, &obj), ttl_for(rt)).await {
             Ok(rev) => {
                 object::set_resource_version(&mut obj, rev);
-                if rt.kind == "Namespace" {
-                    self.populate_namespace(&name).await;
-                }
+                strategy.after_create(self, &obj).await;
                 Ok(obj)
             }
             Err(e) => {
-                self.services.release(&obj);
+                strategy.abort_create(self, &obj);
                 Err(match e {
                     tug_store::Error::AlreadyExists { .. } => {
                         ApiError::already_exists(rt.group, &qualified_resource(rt), &name)
@@ -248,6 +226,7 @@ impl Api {
         mut new: Value,
         dry_run: bool,
     ) -> Result<Option<Value>, ApiError> {
+        let strategy = strategy::for_kind(rt);
         let old = stored_object(rt, current)?;
         let name = object::name(&old).to_string();
         // Keep what the server owns.
@@ -269,13 +248,9 @@ impl Api {
                 };
             }
         }
-        let status_is_subresource = rt.has(Subresource::Status) && rt.kind != "Node" || rt.kind == "Namespace";
-        let mut new = status::scoped(scope, status_is_subresource, &old, new);
-        fold_string_data(rt, &mut new);
+        let mut new = status::scoped(scope, strategy.status_is_subresource(rt), &old, new);
         defaults::apply_defaults(rt, &mut new);
-        if rt.kind == "Service" {
-            crate::alloc::keep_allocations(&old, &mut new);
-        }
+        strategy.prepare_for_update(&old, &mut new);
         // Once deletion started, finalizers may only be removed (Kubernetes' rule).
         if object::is_deleting(&old) {
             let before = object::finalizers(&old);
@@ -303,7 +278,7 @@ impl Api {
         {
             object::metadata_mut(&mut new).insert("generation".into(), json!(generation + 1));
         }
-        let causes = validation::validate_update(rt, &new, &old);
+        let causes = strategy.validate_update(rt, &new, &old);
         if !causes.is_empty() {
             if cached {
                 return Ok(None);
@@ -311,7 +286,7 @@ impl Api {
             return Err(invalid(rt, &name, causes));
         }
         // An update that removes the last finalizer of an object being deleted finishes the deletion.
-        if object::is_deleting(&new) && object::finalizers(&new).is_empty() && rt.kind != "Namespace" {
+        if object::is_deleting(&new) && object::finalizers(&new).is_empty() && strategy.deleted_when_finalized() {
             if dry_run {
                 return Ok(Some(new));
             }
@@ -477,6 +452,7 @@ impl Api {
     /// graceful or waits for finalizers).
     pub async fn delete(&self, req: &ResourceRequest, q: &Query, options: &Value) -> Result<Value, ApiError> {
         let rt = req.rt;
+        let strategy = strategy::for_kind(rt);
         let name = req.name.as_deref().unwrap_or_default();
         if rt.group.is_empty() && rt.kind == "Namespace" && crate::bootstrap::UNDELETABLE_NAMESPACES.contains(&name) {
             return Err(ApiError::forbidden_on("", rt.plural, name, "this namespace may not be deleted"));
@@ -540,22 +516,13 @@ impl Api {
                 Some("Orphan") if !finalizers.iter().any(|f| f == "orphan") => finalizers.push("orphan".into()),
                 _ => {}
             }
-            let graceful_pod = rt.kind == "Pod"
-                && object::str_at(&obj, &["spec", "nodeName"]).is_some_and(|n| !n.is_empty())
-                && !matches!(object::str_at(&obj, &["status", "phase"]), Some("Succeeded" | "Failed"))
-                && grace.unwrap_or(1) > 0;
-            let wait = rt.kind == "Namespace" || !finalizers.is_empty() || graceful_pod;
+            let grace_period = strategy.grace_period(&obj, grace);
+            let wait = strategy.two_phase_delete() || !finalizers.is_empty() || grace_period.is_some();
             if wait {
-                if object::is_deleting(&obj) && rt.kind != "Pod" {
+                if object::is_deleting(&obj) && !strategy.shortens_grace_period() {
                     return Ok(obj);
                 }
-                let grace_secs = if graceful_pod {
-                    grace
-                        .or_else(|| obj.pointer("/spec/terminationGracePeriodSeconds").and_then(Value::as_i64))
-                        .unwrap_or(30)
-                } else {
-                    0
-                };
+                let grace_secs = grace_period.unwrap_or(0);
                 if object::is_deleting(&obj)
                     && obj.pointer("/metadata/deletionGracePeriodSeconds").and_then(Value::as_i64).unwrap_or(0)
                         <= grace_secs
@@ -569,9 +536,7 @@ impl Api {
                 if !finalizers.is_empty() {
                     meta.insert("finalizers".into(), json!(finalizers));
                 }
-                if rt.kind == "Namespace" {
-                    obj["status"]["phase"] = json!("Terminating");
-                }
+                strategy.prepare_for_delete(&mut obj);
                 if dry_run {
                     return Ok(obj);
                 }
@@ -594,9 +559,7 @@ impl Api {
             }
             match self.store.delete(&current.key, Some(current.mod_revision)).await {
                 Ok(d) => {
-                    if rt.kind == "Service" {
-                        self.services.release(&obj);
-                    }
+                    strategy.after_delete(self, &obj);
                     object::set_resource_version(&mut obj, d.revision);
                     return Ok(obj);
                 }
@@ -747,39 +710,6 @@ impl Api {
             }
         }
         Ok(deleted)
-    }
-}
-
-impl Api {
-    /// What every namespace holds from its creation: the `default` ServiceAccount and the
-    /// `kube-root-ca.crt` ConfigMap (Kubernetes' service-account and root-CA publisher
-    /// controllers create them moments later; here they exist as soon as the namespace does).
-    async fn populate_namespace(&self, ns: &str) {
-        let objects = [
-            ("v1", "ServiceAccount", json!({"metadata": {"name": "default"}})),
-            (
-                "v1",
-                "ConfigMap",
-                json!({
-                    "metadata": {"name": "kube-root-ca.crt", "annotations": {"kubernetes.io/description": "Contains a CA bundle that can be used to verify the kube-apiserver when using internal endpoints such as the internal service IP or kubernetes.default.svc. No other usage is guaranteed across distributions of Kubernetes clusters."}},
-                    "data": {"ca.crt": self.root_ca_pem},
-                }),
-            ),
-        ];
-        for (api_version, kind, obj) in objects {
-            let req = ResourceRequest {
-                rt: registry::by_kind(api_version, kind).expect("registered kind"),
-                namespace: Some(ns.to_string()),
-                name: None,
-                subresource: None,
-                watch_path: false,
-            };
-            match Box::pin(self.create(&req, &Query::default(), obj, &mut Reply::default())).await {
-                Ok(_) => {}
-                Err(e) if e.code == 409 => {}
-                Err(e) => tracing::warn!(namespace = ns, kind, error = %e, "cannot populate the namespace"),
-            }
-        }
     }
 }
 
