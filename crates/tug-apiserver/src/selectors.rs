@@ -1,61 +1,21 @@
-//! `metav1.LabelSelector` objects (matchLabels + matchExpressions) as found in specs.
+//! `metav1.LabelSelector` objects (matchLabels + matchExpressions) as found in specs' JSON,
+//! matched and rendered by `tug-k8s` (the one copy of those rules).
 
 use std::collections::BTreeMap;
 
 use serde_json::Value;
+use tug_k8s::labels::{Selector, from_json, render};
 
-/// Whether `labels` satisfy a LabelSelector object. An empty selector matches everything.
+/// Whether `labels` satisfy a LabelSelector object. An empty selector matches everything; a
+/// null or malformed one nothing.
 pub fn label_selector_matches(selector: &Value, labels: &BTreeMap<String, String>) -> bool {
-    if let Some(ml) = selector.get("matchLabels").and_then(Value::as_object) {
-        for (k, v) in ml {
-            if labels.get(k).map(String::as_str) != v.as_str() {
-                return false;
-            }
-        }
-    }
-    for expr in selector.get("matchExpressions").and_then(Value::as_array).into_iter().flatten() {
-        let key = expr.get("key").and_then(Value::as_str).unwrap_or_default();
-        let values: Vec<&str> =
-            expr.get("values").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str).collect();
-        let have = labels.get(key).map(String::as_str);
-        let ok = match expr.get("operator").and_then(Value::as_str).unwrap_or_default() {
-            "In" => have.is_some_and(|h| values.contains(&h)),
-            "NotIn" => have.is_none_or(|h| !values.contains(&h)),
-            "Exists" => have.is_some(),
-            "DoesNotExist" => have.is_none(),
-            _ => false,
-        };
-        if !ok {
-            return false;
-        }
-    }
-    true
+    Selector::from_label_selector(from_json(selector).as_ref()).matches(labels)
 }
 
 /// The selector in the query-string form (`app=web,tier in (a,b)`), as Scale's
-/// `status.selector` and kubectl show it.
+/// `status.selector` and kubectl show it: `labels.Selector.String()`, requirements sorted by key.
 pub fn selector_string(selector: &Value) -> String {
-    let mut parts = Vec::new();
-    if let Some(ml) = selector.get("matchLabels").and_then(Value::as_object) {
-        for (k, v) in ml {
-            parts.push(format!("{k}={}", v.as_str().unwrap_or_default()));
-        }
-    }
-    for expr in selector.get("matchExpressions").and_then(Value::as_array).into_iter().flatten() {
-        let key = expr.get("key").and_then(Value::as_str).unwrap_or_default();
-        let mut values: Vec<&str> =
-            expr.get("values").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str).collect();
-        values.sort();
-        let op = expr.get("operator").and_then(Value::as_str).unwrap_or_default();
-        parts.push(match op {
-            "In" => format!("{key} in ({})", values.join(",")),
-            "NotIn" => format!("{key} notin ({})", values.join(",")),
-            "Exists" => key.to_string(),
-            "DoesNotExist" => format!("!{key}"),
-            _ => continue,
-        });
-    }
-    parts.join(",")
+    render(from_json(selector).as_ref()).unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -72,6 +32,9 @@ mod tests {
         let other: BTreeMap<String, String> = [("app".to_string(), "web".to_string())].into();
         assert!(!label_selector_matches(&sel, &other));
         assert!(label_selector_matches(&json!({}), &other));
+        assert!(!label_selector_matches(&Value::Null, &other), "a null selector selects nothing");
         assert_eq!(selector_string(&sel), "app=web,tier in (a,b)");
+        let by_key = json!({"matchLabels": {"z": "1"}, "matchExpressions": [{"key": "a", "operator": "Exists"}]});
+        assert_eq!(selector_string(&by_key), "a,z=1", "sorted by key, as Kubernetes renders it");
     }
 }

@@ -16,8 +16,8 @@ use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetStatu
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{Api, PostParams};
+use tug_k8s::intstr;
 
-use crate::deployment::core::scaled_value;
 use crate::pods::{self, is_ready};
 use crate::runtime::{Cache, Informer, Key, Queue};
 
@@ -57,11 +57,11 @@ pub fn budget_status(
         (Some(IntOrString::Int(n)), _) => (selected, *n),
         (Some(percent), _) => {
             let expected = controller_replicas.unwrap_or(selected);
-            (expected, scaled_value(Some(percent), 0, expected, true))
+            (expected, intstr::scaled_value(percent, expected, true).unwrap_or(0))
         }
         (None, Some(max)) => {
             let expected = controller_replicas.unwrap_or(selected);
-            (expected, (expected - scaled_value(Some(max), 0, expected, true)).max(0))
+            (expected, (expected - intstr::scaled_value(max, expected, true).unwrap_or(0)).max(0))
         }
         (None, None) => (selected, 0),
     };

@@ -3,11 +3,10 @@
 //! is made from a template and who owns it. Pure functions, no IO.
 
 use std::cmp::Ordering;
-use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference, Time};
-use tug_core::selector::{LabelOp, LabelRequirement};
+use tug_k8s::labels::Selector;
 
 /// The pod's phase, "" when not reported yet.
 pub fn phase(pod: &Pod) -> &str {
@@ -116,35 +115,16 @@ pub fn generate_name_prefix(owner_name: &str) -> String {
     prefix
 }
 
-/// A metav1.LabelSelector as a matcher. `None` for a malformed selector (unknown operator, or
-/// values where none are allowed), which selects nothing, as Kubernetes treats it.
-pub fn selector(selector: &LabelSelector) -> Option<tug_core::selector::LabelSelector> {
-    let mut requirements: Vec<LabelRequirement> = selector
-        .match_labels
-        .iter()
-        .flatten()
-        .map(|(k, v)| LabelRequirement { key: k.clone(), op: LabelOp::In(vec![v.clone()]) })
-        .collect();
-    for expr in selector.match_expressions.iter().flatten() {
-        let values = expr.values.clone().unwrap_or_default();
-        let op = match expr.operator.as_str() {
-            "In" if !values.is_empty() => LabelOp::In(values),
-            "NotIn" if !values.is_empty() => LabelOp::NotIn(values),
-            "Exists" if values.is_empty() => LabelOp::Exists,
-            "DoesNotExist" if values.is_empty() => LabelOp::DoesNotExist,
-            _ => return None,
-        };
-        requirements.push(LabelRequirement { key: expr.key.clone(), op });
-    }
-    Some(tug_core::selector::LabelSelector { requirements })
+/// A metav1.LabelSelector as a matcher (`metav1.LabelSelectorAsSelector`, from `tug-k8s`).
+/// `None` for a malformed selector (unknown operator, or values where none are allowed), which
+/// selects nothing, as Kubernetes treats it.
+pub fn selector(selector: &LabelSelector) -> Option<Selector> {
+    Selector::try_from_label_selector(selector)
 }
 
 /// Does a (possibly absent) metav1.LabelSelector select these labels? An absent or malformed
 /// selector selects nothing; an empty one selects everything.
-pub fn selects(sel: Option<&LabelSelector>, labels: Option<&BTreeMap<String, String>>) -> bool {
-    static EMPTY: BTreeMap<String, String> = BTreeMap::new();
-    sel.and_then(selector).is_some_and(|s| s.matches(labels.unwrap_or(&EMPTY)))
-}
+pub use tug_k8s::labels::selects;
 
 /// A short, stable hash of a pod template, for `pod-template-hash` and `controller-revision-hash`
 /// labels: FNV-1a over the template's JSON (fields in a fixed order), plus `collision_count` as
@@ -211,6 +191,7 @@ mod tests {
     use super::*;
     use k8s_openapi::api::core::v1::{PodCondition, PodSpec, PodStatus};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
+    use std::collections::BTreeMap;
 
     fn pod(node: Option<&str>, phase: &str, ready_at: Option<i64>) -> Pod {
         Pod {

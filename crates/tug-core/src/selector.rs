@@ -9,6 +9,8 @@
 
 use std::collections::BTreeMap;
 
+use tug_k8s::labels::{Op, Requirement, Selector};
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid {what} selector {input:?}: {problem}")]
 pub struct SelectorError {
@@ -17,49 +19,20 @@ pub struct SelectorError {
     pub problem: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LabelOp {
-    In(Vec<String>),
-    NotIn(Vec<String>),
-    Exists,
-    DoesNotExist,
-    Gt(i64),
-    Lt(i64),
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LabelRequirement {
-    pub key: String,
-    pub op: LabelOp,
-}
-
-impl LabelRequirement {
-    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
-        let value = labels.get(&self.key);
-        match &self.op {
-            LabelOp::In(values) => value.is_some_and(|v| values.contains(v)),
-            LabelOp::NotIn(values) => value.is_none_or(|v| !values.contains(v)),
-            LabelOp::Exists => value.is_some(),
-            LabelOp::DoesNotExist => value.is_none(),
-            LabelOp::Gt(n) => value.and_then(|v| v.parse::<i64>().ok()).is_some_and(|v| v > *n),
-            LabelOp::Lt(n) => value.and_then(|v| v.parse::<i64>().ok()).is_some_and(|v| v < *n),
-        }
-    }
-}
-
-/// A parsed label selector; the empty selector matches everything.
+/// A parsed label selector: the text syntax read into `tug-k8s`'s requirements, matched by the
+/// same rule as every `metav1.LabelSelector`. The empty selector matches everything.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct LabelSelector {
-    pub requirements: Vec<LabelRequirement>,
+    pub selector: Selector,
 }
 
 impl LabelSelector {
     pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
-        self.requirements.iter().all(|r| r.matches(labels))
+        self.selector.matches(labels)
     }
 
     pub fn is_empty(&self) -> bool {
-        self.requirements.is_empty()
+        self.selector.is_empty()
     }
 
     pub fn parse(input: &str) -> Result<Self, SelectorError> {
@@ -75,7 +48,7 @@ impl LabelSelector {
             }
             requirements.push(parse_label_term(term).map_err(err)?);
         }
-        Ok(LabelSelector { requirements })
+        Ok(LabelSelector { selector: Selector { requirements, never: false } })
     }
 }
 
@@ -98,11 +71,17 @@ fn split_terms(input: &str) -> Vec<&str> {
     terms
 }
 
-fn parse_label_term(term: &str) -> Result<LabelRequirement, String> {
+fn requirement(key: &str, op: Op, mut values: Vec<String>, number: i64) -> Requirement {
+    values.sort();
+    values.dedup();
+    Requirement { key: key.to_string(), op, values, number }
+}
+
+fn parse_label_term(term: &str) -> Result<Requirement, String> {
     if let Some(key) = term.strip_prefix('!') {
         let key = key.trim();
         validate_key(key)?;
-        return Ok(LabelRequirement { key: key.to_string(), op: LabelOp::DoesNotExist });
+        return Ok(requirement(key, Op::DoesNotExist, Vec::new(), 0));
     }
     for (token, negate) in [(" notin ", true), (" in ", false)] {
         if let Some(i) = term.find(token) {
@@ -117,8 +96,7 @@ fn parse_label_term(term: &str) -> Result<LabelRequirement, String> {
             for v in &values {
                 validate_value(v)?;
             }
-            let op = if negate { LabelOp::NotIn(values) } else { LabelOp::In(values) };
-            return Ok(LabelRequirement { key: key.to_string(), op });
+            return Ok(requirement(key, if negate { Op::NotIn } else { Op::In }, values, 0));
         }
     }
     for (token, kind) in [("!=", 0), ("==", 1), ("=", 1), (">", 2), ("<", 3)] {
@@ -126,22 +104,20 @@ fn parse_label_term(term: &str) -> Result<LabelRequirement, String> {
             let key = term[..i].trim();
             let value = term[i + token.len()..].trim();
             validate_key(key)?;
-            let op = match kind {
+            return Ok(match kind {
                 0 | 1 => {
                     validate_value(value)?;
-                    let values = vec![value.to_string()];
-                    if kind == 0 { LabelOp::NotIn(values) } else { LabelOp::In(values) }
+                    requirement(key, if kind == 0 { Op::NotIn } else { Op::In }, vec![value.to_string()], 0)
                 }
                 _ => {
                     let n = value.parse::<i64>().map_err(|_| format!("{value:?} after {token:?} is not an integer"))?;
-                    if kind == 2 { LabelOp::Gt(n) } else { LabelOp::Lt(n) }
+                    requirement(key, if kind == 2 { Op::Gt } else { Op::Lt }, vec![value.to_string()], n)
                 }
-            };
-            return Ok(LabelRequirement { key: key.to_string(), op });
+            });
         }
     }
     validate_key(term)?;
-    Ok(LabelRequirement { key: term.to_string(), op: LabelOp::Exists })
+    Ok(requirement(term, Op::Exists, Vec::new(), 0))
 }
 
 fn name_char(c: char) -> bool {

@@ -639,37 +639,20 @@ fn format_labels(labels: Option<&Map<String, Value>>) -> String {
     if pairs.is_empty() { "<none>".into() } else { pairs.join(",") }
 }
 
-/// A metav1.LabelSelector as `labels.Selector.String()`: requirements sorted by key,
-/// `k=v`, `k in (a,b)`, `k notin (a,b)`, `k`, `!k`. `None` when the selector is invalid.
+/// A metav1.LabelSelector as `labels.Selector.String()` (`tug-k8s`'s renderer): requirements
+/// sorted by key, `k=v`, `k in (a,b)`, `k notin (a,b)`, `k`, `!k`. `None` when it is invalid.
 fn label_selector_string(selector: Option<&Value>) -> Option<String> {
     let Some(selector) = selector.filter(|s| !s.is_null()) else { return Some(String::new()) };
-    let mut requirements: Vec<(String, String)> = Vec::new();
-    for (key, value) in map(selector, "/matchLabels").into_iter().flatten() {
-        requirements.push((key.clone(), format!("{key}={}", scalar_text(value).unwrap_or_default())));
-    }
-    for expression in list(selector, "/matchExpressions") {
-        let key = text(expression, "/key");
-        let values: BTreeSet<&str> = list(expression, "/values").iter().filter_map(Value::as_str).collect();
-        let joined = values.iter().copied().collect::<Vec<_>>().join(",");
-        let rendered = match text(expression, "/operator") {
-            "In" if !values.is_empty() => format!("{key} in ({joined})"),
-            "NotIn" if !values.is_empty() => format!("{key} notin ({joined})"),
-            "Exists" if values.is_empty() => key.to_string(),
-            "DoesNotExist" if values.is_empty() => format!("!{key}"),
-            _ => return None,
-        };
-        requirements.push((key.to_string(), rendered));
-    }
-    requirements.sort_by(|a, b| a.0.cmp(&b.0));
-    Some(requirements.into_iter().map(|(_, r)| r).collect::<Vec<_>>().join(","))
+    tug_k8s::labels::render(Some(&tug_k8s::labels::from_json(selector)?)).ok()
 }
 
 /// `metav1.FormatLabelSelector`: `<none>` when it selects by nothing, `<error>` when invalid.
 fn format_label_selector(selector: Option<&Value>) -> String {
-    match label_selector_string(selector) {
-        Some(s) if s.is_empty() => "<none>".into(),
-        Some(s) => s,
-        None => "<error>".into(),
+    match selector.filter(|s| !s.is_null()) {
+        None => "<none>".into(),
+        Some(s) => {
+            tug_k8s::labels::from_json(s).map_or_else(|| "<error>".into(), |s| tug_k8s::labels::format(Some(&s)))
+        }
     }
 }
 

@@ -821,24 +821,12 @@ fn selector_is_empty(selector: &Map<String, Value>) -> bool {
     obj_at(selector, "matchLabels").is_empty() && array_at(selector, "matchExpressions").is_empty()
 }
 
-/// Whether a `metav1.LabelSelector` (as JSON) selects these labels.
+/// Whether a `metav1.LabelSelector` (as JSON) selects these labels (`tug-k8s`'s one matcher; a
+/// malformed selector selects nothing).
 pub fn selector_matches(selector: &Map<String, Value>, labels: &Map<String, Value>) -> bool {
-    let label = |key: &str| labels.get(key).and_then(Value::as_str);
-    let labels_match =
-        obj_at(selector, "matchLabels").iter().all(|(k, v)| label(k).is_some() && label(k) == v.as_str());
-    labels_match
-        && array_at(selector, "matchExpressions").iter().all(|expr| {
-            let key = expr.get("key").and_then(Value::as_str).unwrap_or("");
-            let values: Vec<&str> =
-                expr.get("values").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str).collect();
-            match (expr.get("operator").and_then(Value::as_str), label(key)) {
-                (Some("In"), Some(v)) => values.contains(&v),
-                (Some("NotIn"), Some(v)) => !values.contains(&v),
-                (Some("NotIn" | "DoesNotExist"), None) => true,
-                (Some("Exists"), Some(_)) => true,
-                _ => false,
-            }
-        })
+    let selector = tug_k8s::labels::from_json(&Value::Object(selector.clone()));
+    tug_k8s::labels::Selector::from_label_selector(selector.as_ref())
+        .matches_with(|key| labels.get(key).and_then(Value::as_str))
 }
 
 /// Selector required and non-empty, matching the template's labels; template validated.

@@ -179,6 +179,15 @@ pub fn selects(selector: Option<&LabelSelector>, labels: Option<&BTreeMap<String
     Selector::from_label_selector(selector).matches(labels.unwrap_or(&EMPTY))
 }
 
+/// A `metav1.LabelSelector` as it stands in an object's JSON (`spec.selector`); `None` when the
+/// value is not one (null, or fields of the wrong type).
+pub fn from_json(value: &serde_json::Value) -> Option<LabelSelector> {
+    if value.is_null() {
+        return None;
+    }
+    serde_json::from_value(value.clone()).ok()
+}
+
 /// A malformed `metav1.LabelSelector`, with what apimachinery would say of it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{problem} in the label selector requirement on {key:?}")]
@@ -417,6 +426,16 @@ mod tests {
         assert_eq!(format(Some(&sel(&[], vec![expr("k", "In", &[])]))), "<error>");
         let err = render(Some(&sel(&[], vec![expr("k", "Gt", &["1"])]))).unwrap_err();
         assert_eq!(err.key, "k");
+    }
+
+    #[test]
+    fn selectors_read_from_json() {
+        let json = serde_json::json!({"matchLabels": {"app": "web"}, "matchExpressions": [{"key": "tier", "operator": "In", "values": ["b", "a"]}]});
+        let selector = from_json(&json).expect("a LabelSelector");
+        assert_eq!(render(Some(&selector)).as_deref(), Ok("app=web,tier in (a,b)"));
+        assert_eq!(from_json(&serde_json::json!({})), Some(LabelSelector::default()));
+        assert_eq!(from_json(&serde_json::Value::Null), None);
+        assert_eq!(from_json(&serde_json::json!({"matchLabels": {"app": 1}})), None);
     }
 
     #[test]

@@ -22,8 +22,9 @@ use k8s_openapi::api::core::v1::{
     Affinity, Node, NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, Pod, PodSpec, Toleration,
 };
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use tug_k8s::intstr;
+use tug_k8s::nodeaffinity::NodeTerm;
 use tug_k8s::taints;
-use tug_scheduler::core::NodeTerm;
 
 use crate::events::Note;
 use crate::pods;
@@ -613,19 +614,10 @@ fn creation_order(a: &Pod, b: &Pod) -> Ordering {
         .then_with(|| a.metadata.name.cmp(&b.metadata.name))
 }
 
-/// An int-or-percent of `total`, percentages rounded up; `default` when absent or malformed.
+/// An int-or-percent of `total` (`tug_k8s::intstr`), percentages rounded up, never negative;
+/// `default` when absent or malformed.
 fn scaled(value: Option<&IntOrString>, total: i32, default: i32) -> i32 {
-    match value {
-        None => default,
-        Some(IntOrString::Int(n)) => (*n).max(0),
-        Some(IntOrString::String(s)) => match s.strip_suffix('%').and_then(|p| p.parse::<i64>().ok()) {
-            Some(percent) => {
-                let scaled = (percent.max(0) * i64::from(total.max(0)) + 99) / 100;
-                i32::try_from(scaled).unwrap_or(i32::MAX)
-            }
-            None => default,
-        },
-    }
+    value.map_or(Ok(default), |v| intstr::scaled_value(v, total.max(0), true)).map_or(default, |n| n.max(0))
 }
 
 /// Kubernetes omits zero counts from the status (`omitempty`).

@@ -123,23 +123,12 @@ struct Sync<'a> {
     status: DeploymentStatus,
 }
 
-/// `maxSurge` or `maxUnavailable` as a number of pods: a percentage of `total`, rounded up for
-/// surge and down for unavailability (Kubernetes' `ResolveFenceposts`).
+/// `maxSurge` or `maxUnavailable` as a number of pods (`tug_k8s::intstr`): a percentage of
+/// `total`, rounded up for surge and down for unavailability (Kubernetes' `ResolveFenceposts`);
+/// `default_percent` when absent, 0 when malformed.
 pub fn scaled_value(value: Option<&IntOrString>, default_percent: i32, total: i32, round_up: bool) -> i32 {
-    match value {
-        Some(IntOrString::Int(n)) => *n,
-        Some(IntOrString::String(s)) => match s.strip_suffix('%').and_then(|p| p.trim().parse::<i64>().ok()) {
-            Some(percent) => percent_of(percent, total, round_up),
-            None => 0,
-        },
-        None => percent_of(i64::from(default_percent), total, round_up),
-    }
-}
-
-fn percent_of(percent: i64, total: i32, round_up: bool) -> i32 {
-    let product = percent * i64::from(total);
-    let value = if round_up { (product + 99) / 100 } else { product / 100 };
-    i32::try_from(value).unwrap_or(i32::MAX)
+    let default = IntOrString::String(format!("{default_percent}%"));
+    tug_k8s::intstr::scaled_value(value.unwrap_or(&default), total, round_up).unwrap_or(0)
 }
 
 /// The surge and unavailability a Deployment allows; never both zero.
