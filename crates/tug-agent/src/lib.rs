@@ -1,7 +1,5 @@
 //! The node agent.
 //!
-//! - [`sim`] — hollow nodes (`tug sim`): Node objects, leases and pod status with no containers
-//!   behind, for scale tests and capacity planning.
 //! - [`agent`] — the real agent (`tug agent`): registers its Node, renews its Lease and runs the
 //!   pods bound to it on containerd over CRI.
 //! - [`containerd`] — a containerd the agent starts and stops itself (generated config, state
@@ -9,4 +7,3 @@
 
 pub mod agent;
 pub mod containerd;
-pub mod sim;

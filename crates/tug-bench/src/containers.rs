@@ -67,7 +67,7 @@ const IMAGE: &str = "localhost/busybox:1.35";
 
 /// Runs the agent until stdin closes (the benchmark ending or dying).
 pub async fn agent_child(args: AgentChildArgs) -> Result<String, String> {
-    let client = tug_agent::sim::client_from_token(&args.server, &args.token_file, &args.ca_file)
+    let client = tug_leader::join::client_from_token(&args.server, &args.token_file, &args.ca_file)
         .map_err(ctx("the agent's credentials"))?;
     let mut options = tug_agent::agent::AgentOptions::new(args.node_name, args.data_dir);
     options.pod_cidr = "10.216.0.0/24".into();

@@ -20,7 +20,7 @@ use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::watcher;
 use serde_json::json;
 use tokio::sync::watch;
-use tug_agent::sim::SimOptions;
+use tug_sim::SimOptions;
 
 use crate::ctx;
 
@@ -160,8 +160,8 @@ pub async fn run(args: ControllersArgs) -> Result<String, String> {
     };
     let doomed_options = SimOptions { nodes: 1, name_prefix: "doomed".into(), ..sim_options.clone() };
     let mut tasks = tokio::task::JoinSet::new();
-    tasks.spawn(tug_agent::sim::run(client.clone(), sim_options, stopped(stop.clone())));
-    tasks.spawn(tug_agent::sim::run(client.clone(), doomed_options, stopped(doomed_stop)));
+    tasks.spawn(tug_sim::run(client.clone(), sim_options, stopped(stop.clone())));
+    tasks.spawn(tug_sim::run(client.clone(), doomed_options, stopped(doomed_stop)));
     let scheduler = tokio::spawn(tug_scheduler::run(client.clone(), Default::default(), stopped(stop.clone())));
     let controllers = tokio::spawn(tug_controllers::run(client.clone(), Default::default(), stopped(stop)));
     let result = phases(&client, &args, stop_doomed).await;

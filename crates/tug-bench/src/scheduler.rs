@@ -15,7 +15,7 @@
 //!   (largest nodes first, the larger of the cpu and memory counts).
 //!
 //! [`run`] adds the end-to-end figures (skip either part with `--skip-core` / `--skip-e2e`): an
-//! in-process API server on SQLite, `--nodes` hollow nodes (`tug_agent::sim`) and the scheduler
+//! in-process API server on SQLite, `--nodes` hollow nodes (`tug_sim`) and the scheduler
 //! (`tug_scheduler::run`), all on the server's in-process service; once every node is
 //! registered and the scheduler holds its Lease, `--pods` small pods are created as fast as the
 //! h2 client can (`--concurrency` requests over `--connections` connections) while one watch on
@@ -40,12 +40,12 @@ use http::{Method, StatusCode};
 use k8s_openapi::api::core::v1::Pod;
 use serde_json::{Value, json};
 use tokio::sync::watch;
-use tug_agent::sim::SimOptions;
 use tug_apiserver::server::RunningServer;
 use tug_scheduler::SchedulerOptions;
 use tug_scheduler::core::{
     HOSTNAME_LABEL, NodeInfo, PodInfo, Resources, Scope, Snapshot, Strategy, ZONE_LABEL, schedule_with,
 };
+use tug_sim::SimOptions;
 
 use crate::h2client::{H2Client, Target};
 use crate::{percentile_ms, round2};
@@ -322,7 +322,7 @@ async fn e2e_on(server: &RunningServer, args: &SchedulerArgs) -> Result<Value, S
         ..SimOptions::default()
     };
     let started = Instant::now();
-    let sim = tokio::spawn(tug_agent::sim::run(
+    let sim = tokio::spawn(tug_sim::run(
         kube::Client::new(server.local_service(), "default"),
         sim_options,
         stopped(stop.clone()),

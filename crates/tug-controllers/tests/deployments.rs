@@ -7,7 +7,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
-use tug_agent::sim::SimOptions;
+use tug_sim::SimOptions;
 use tug_testkit::eventually;
 
 mod support;

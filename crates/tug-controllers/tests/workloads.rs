@@ -12,9 +12,9 @@ use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use serde_json::json;
 use tokio::sync::watch;
-use tug_agent::sim::{self, SimOptions};
 use tug_apiserver::server::{RunningServer, ServerConfig};
 use tug_controllers::pods::is_ready;
+use tug_sim::{self as sim, SimOptions};
 use tug_testkit::eventually;
 
 const DEADLINE: Duration = Duration::from_secs(60);

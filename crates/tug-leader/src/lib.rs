@@ -8,6 +8,11 @@
 //! resourceVersion, so of two racing candidates one gets 409 and stays a follower. A holder that
 //! cannot renew within [`RENEW_DEADLINE`] stops leading before anyone may take over (10 s < 15 s).
 //! A holder that stops cleanly releases the Lease (empty holder) so a follower takes over at once.
+//!
+//! [`join`]: the client a component outside `tug server` joins the cluster with (URL, node token,
+//! cluster CA) — cluster-client plumbing every joining component shares, like the election.
+
+pub mod join;
 
 use std::time::{Duration, Instant};
 

@@ -302,7 +302,7 @@ impl Join<'_> {
         };
         runtime.block_on(async {
             let stop = Box::pin(stop_signal());
-            let client = match tug_agent::sim::client_from_token(self.server, self.token_file, &ca_file) {
+            let client = match tug_leader::join::client_from_token(self.server, self.token_file, &ca_file) {
                 Ok(c) => c,
                 Err(e) => {
                     eprintln!("{component}: {e}");
@@ -366,7 +366,7 @@ fn sim(args: SimArgs) -> ExitCode {
             }
         }
     }
-    let options = tug_agent::sim::SimOptions {
+    let options = tug_sim::SimOptions {
         nodes: args.nodes,
         name_prefix: args.name_prefix.clone(),
         cpu: args.cpu.clone(),
@@ -384,7 +384,7 @@ fn sim(args: SimArgs) -> ExitCode {
         format!("tug sim: running {} hollow nodes named {}-N against {}", args.nodes, args.name_prefix, args.server);
     join.run(|client, _, stop| async move {
         eprintln!("{running}");
-        tug_agent::sim::run(client, options, stop).await
+        tug_sim::run(client, options, stop).await
     })
 }
 

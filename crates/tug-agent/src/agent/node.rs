@@ -21,11 +21,11 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 use tug_cri::v1::{RuntimeCondition, StatusRequest};
+use tug_k8s::node::{LEASE_DURATION_SECONDS, LEASE_NAMESPACE};
 
 use super::AgentError;
 use super::events::{Happening, kubelet_event};
 use crate::containerd::RuntimeStatus;
-use crate::sim::{LEASE_DURATION_SECONDS, LEASE_NAMESPACE};
 
 /// The kubelet version the agent reports.
 pub const KUBELET_VERSION: &str = "v1.33.0-tug";

@@ -1,6 +1,6 @@
 //! The cluster the controllers' integration tests run against, all in this process: a real API
 //! server on a temporary data directory, the real scheduler, the controllers, and hollow nodes
-//! (`tug_agent::sim`) that bind, start and delete pods like a kubelet without containers.
+//! (`tug_sim`) that bind, start and delete pods like a kubelet without containers.
 //! Everything stops when the [`Cluster`] is dropped, on success, failure or panic.
 
 // Each test binary uses a part of it.
@@ -19,9 +19,9 @@ use kube::api::Api;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use tokio::sync::watch;
-use tug_agent::sim::{self, SimOptions};
 use tug_apiserver::server::{RunningServer, ServerConfig};
 use tug_controllers::ControllerOptions;
+use tug_sim::{self as sim, SimOptions};
 
 /// How long a test waits for the cluster to get where it should.
 pub const DEADLINE: Duration = Duration::from_secs(60);

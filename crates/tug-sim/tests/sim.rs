@@ -14,8 +14,8 @@ use kube::{Client, ResourceExt};
 use serde_json::json;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use tug_agent::sim::{self, SimError, SimOptions};
 use tug_apiserver::server::{RunningServer, ServerConfig};
+use tug_sim::{self as sim, SimError, SimOptions};
 
 /// How long anything asynchronous may take before a test gives up.
 const DEADLINE: Duration = Duration::from_secs(30);
@@ -43,7 +43,7 @@ impl Cluster {
     /// A client as `tug sim --server URL --token-file DATA/node-token` builds it.
     fn node_client(&self) -> Client {
         let data: &Path = self.dir.path();
-        sim::client_from_token(&self.server.url, &data.join("node-token"), &data.join("tls/ca.crt"))
+        tug_leader::join::client_from_token(&self.server.url, &data.join("node-token"), &data.join("tls/ca.crt"))
             .expect("a client from the node token")
     }
 }

@@ -14,12 +14,10 @@
 mod addressing;
 mod nodes;
 mod objects;
-mod pem;
 mod pods;
 mod tracker;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,7 +29,7 @@ use tokio::task::JoinSet;
 use addressing::{assign_networks, parse_cidr24};
 use objects::{HollowNode, node_name, options_problem};
 
-pub use objects::{KUBELET_VERSION, LEASE_DURATION_SECONDS, LEASE_NAMESPACE};
+pub use objects::KUBELET_VERSION;
 
 /// What the hollow nodes of one sim look like and how fast they act.
 #[derive(Debug, Clone)]
@@ -116,16 +114,6 @@ impl Default for SimOptions {
 pub enum SimError {
     #[error("invalid sim options: {0}")]
     Options(String),
-    #[error("cannot read the {what} {path}: {source}")]
-    Read { what: &'static str, path: PathBuf, source: std::io::Error },
-    #[error("the token file {0} is empty")]
-    EmptyToken(PathBuf),
-    #[error("the CA file {path} holds no usable certificate: {reason}")]
-    BadCa { path: PathBuf, reason: String },
-    #[error("the server URL {url:?} is invalid: {reason}")]
-    BadUrl { url: String, reason: String },
-    #[error("cannot build the API client: {0}")]
-    Client(#[source] kube::Error),
     #[error("{what}: {source}")]
     Api {
         what: String,
@@ -258,32 +246,6 @@ async fn plan_nodes(
     Ok((hollow, existing))
 }
 
-/// A client from `--server URL --token-file F` and the cluster CA: the bearer token is the
-/// file's content (trimmed), the CA a PEM file (the server writes it to `DATA/tls/ca.crt`).
-/// Call it inside a Tokio runtime (the client starts a task).
-pub fn client_from_token(server: &str, token_file: &Path, ca_file: &Path) -> Result<kube::Client, SimError> {
-    let token = std::fs::read_to_string(token_file).map_err(|source| SimError::Read {
-        what: "token file",
-        path: token_file.to_path_buf(),
-        source,
-    })?;
-    let token = token.trim();
-    if token.is_empty() {
-        return Err(SimError::EmptyToken(token_file.to_path_buf()));
-    }
-    let ca = std::fs::read_to_string(ca_file).map_err(|source| SimError::Read {
-        what: "CA file",
-        path: ca_file.to_path_buf(),
-        source,
-    })?;
-    let roots = pem::certificates(&ca).map_err(|reason| SimError::BadCa { path: ca_file.to_path_buf(), reason })?;
-    let url = server.parse().map_err(|e| SimError::BadUrl { url: server.into(), reason: format!("{e}") })?;
-    let mut config = kube::Config::new(url);
-    config.root_cert = Some(roots);
-    config.auth_info.token = Some(token.to_string().into());
-    kube::Client::try_from(config).map_err(SimError::Client)
-}
-
 /// Whether a failed write is worth repeating: the server or the connection had a moment, as
 /// opposed to the request being wrong.
 fn is_transient(e: &kube::Error) -> bool {
@@ -369,25 +331,5 @@ mod tests {
             assert_eq!(is_transient(&api_error(code)), transient, "{code}");
         }
         assert_eq!(api_code(&api_error(404)), Some(404));
-    }
-
-    #[test]
-    fn client_from_token_reports_bad_files() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let token = dir.path().join("token");
-        let ca = dir.path().join("ca.crt");
-        let error_of = |token: &Path, ca: &Path| match client_from_token("https://127.0.0.1:1", token, ca) {
-            Ok(_) => panic!("a client from bad files"),
-            Err(e) => e,
-        };
-        let missing = error_of(&token, &ca);
-        assert!(missing.to_string().contains("token file"), "{missing}");
-        std::fs::write(&token, " \n").expect("write");
-        let empty = error_of(&token, &ca);
-        assert!(matches!(empty, SimError::EmptyToken(_)), "{empty}");
-        std::fs::write(&token, "secret\n").expect("write");
-        std::fs::write(&ca, "not a certificate").expect("write");
-        let bad_ca = error_of(&token, &ca);
-        assert!(matches!(bad_ca, SimError::BadCa { .. }), "{bad_ca}");
     }
 }

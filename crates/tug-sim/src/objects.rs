@@ -10,16 +10,13 @@ use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, Time};
 use serde_json::{Value, json};
+use tug_k8s::node::{LEASE_DURATION_SECONDS, LEASE_NAMESPACE};
 
 use super::SimOptions;
 use super::addressing::{cidr_text, node_ip};
 
 /// The kubelet version hollow nodes report.
 pub const KUBELET_VERSION: &str = "v1.33.0-tug-sim";
-/// The namespace of node leases.
-pub const LEASE_NAMESPACE: &str = "kube-node-lease";
-/// The lease duration a kubelet announces (`--node-lease-duration-seconds`' default).
-pub const LEASE_DURATION_SECONDS: i32 = 40;
 /// Disk every hollow node claims.
 const EPHEMERAL_STORAGE: &str = "100Gi";
 

@@ -3,8 +3,6 @@
 //! Ready again within seconds (its node re-asserts their status), and none is recreated. The
 //! API server, scheduler, controllers and hollow nodes all run in this process; no root needed.
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
@@ -14,10 +12,9 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, ListParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::json;
-use support::{Cluster, until};
 use tokio::sync::watch;
-use tug_agent::sim::{self, Pause, SimOptions};
-use tug_apiserver::server::ServerConfig;
+use tug_apiserver::server::{RunningServer, ServerConfig};
+use tug_sim::{self as sim, Pause, SimOptions};
 use tug_testkit::eventually;
 
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -39,7 +36,33 @@ async fn cluster() -> Cluster {
         ..ServerConfig::local(dir)
     };
     let controllers = tug_controllers::ControllerOptions { node_grace: NODE_GRACE, ..Default::default() };
-    Cluster::start_with_controllers(config, controllers).await
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let server = tug_apiserver::server::start(config(dir.path())).await.expect("the server starts");
+    let client = Client::new(server.local_service(), "default");
+    let (stop, stopped) = watch::channel(false);
+    let scheduler = tug_scheduler::run(client.clone(), Default::default(), until(stopped.clone()));
+    tokio::spawn(async move { scheduler.await.expect("the scheduler runs") });
+    tokio::spawn(tug_controllers::run(client.clone(), controllers, until(stopped)));
+    Cluster { _dir: dir, _server: server, client, stop }
+}
+
+/// The API server, scheduler and controllers in this process; stopped on drop.
+struct Cluster {
+    _dir: tempfile::TempDir,
+    _server: RunningServer,
+    client: Client,
+    stop: watch::Sender<bool>,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+/// Resolves once `true` is sent on the channel: the shutdown signal of the cluster and sims.
+async fn until(mut stopped: watch::Receiver<bool>) {
+    let _ = stopped.wait_for(|s| *s).await;
 }
 
 /// Hollow nodes named `<prefix>-<i>`, running until the returned sender says stop, and the switch
