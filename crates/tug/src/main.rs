@@ -5,6 +5,12 @@ use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+/// jemalloc rather than glibc's malloc: after a burst (20,000 ConfigMaps created and deleted) glibc
+/// kept the freed heap resident in its arenas; jemalloc's background thread returns dirty pages to
+/// the system after its decay time (10 s), busy or idle. See ARCHITECTURE.md, "One store watch".
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Debug, Parser)]
 #[command(name = "tug", version, about = "Tugboat: a small container orchestrator that speaks the Kubernetes API")]
 struct Cli {
