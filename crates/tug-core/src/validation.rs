@@ -1288,23 +1288,34 @@ fn validate_secret(root: &Map<String, Value>, errs: &mut Errors) {
     }
 }
 
+/// Go's `base64.StdEncoding`, which its JSON decoder reads `[]byte` with: padded, and (not being
+/// `Strict`) accepting non-zero trailing bits.
+const GO_STD_BASE64: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    base64::engine::GeneralPurposeConfig::new()
+        .with_decode_allow_trailing_bits(true)
+        .with_decode_padding_mode(base64::engine::DecodePaddingMode::RequireCanonical),
+);
+
 /// Standard padded base64 as Go's JSON decoder reads `[]byte` (line breaks ignored); returns the
-/// decoded length.
+/// decoded length, or Go's message with the offending byte's offset in the text.
 fn check_base64(value: &Value) -> Result<usize, String> {
+    use base64::Engine as _;
     let Some(text) = value.as_str() else { return Err("must be a base64-encoded string".into()) };
-    let symbols: Vec<(usize, u8)> = text.bytes().enumerate().filter(|(_, b)| *b != b'\n' && *b != b'\r').collect();
-    let padding = symbols.iter().rev().take_while(|(_, b)| *b == b'=').count();
-    for (position, (offset, byte)) in symbols.iter().enumerate() {
-        let is_padding = *byte == b'=' && position >= symbols.len() - padding;
-        if !(byte.is_ascii_alphanumeric() || *byte == b'+' || *byte == b'/' || is_padding) {
-            return Err(format!("illegal base64 data at input byte {offset}"));
+    let (offsets, symbols): (Vec<usize>, Vec<u8>) =
+        text.bytes().enumerate().filter(|(_, b)| *b != b'\n' && *b != b'\r').unzip();
+    let error = match GO_STD_BASE64.decode(&symbols) {
+        Ok(bytes) => return Ok(bytes.len()),
+        Err(error) => error,
+    };
+    let end = offsets.last().map_or(0, |offset| offset + 1);
+    let offset = match error {
+        base64::DecodeError::InvalidByte(i, _) | base64::DecodeError::InvalidLastSymbol(i, _) => {
+            offsets.get(i).copied().unwrap_or(end)
         }
-    }
-    if !symbols.len().is_multiple_of(4) || padding > 2 {
-        let offset = symbols.last().map_or(0, |(offset, _)| offset + 1);
-        return Err(format!("illegal base64 data at input byte {offset}"));
-    }
-    Ok(symbols.len() / 4 * 3 - padding)
+        base64::DecodeError::InvalidLength(_) | base64::DecodeError::InvalidPadding => end,
+    };
+    Err(format!("illegal base64 data at input byte {offset}"))
 }
 
 fn validate_immutable_data(new: &Map<String, Value>, old: &Map<String, Value>, errs: &mut Errors) {
@@ -1388,6 +1399,29 @@ fn validate_pdb(spec: &Map<String, Value>, errs: &mut Errors) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Secrets' `data` decodes as Go's `base64.StdEncoding` does (the `base64` crate, configured
+    /// as Go's non-strict standard encoding).
+    #[test]
+    fn secret_data_is_read_as_go_reads_base64() {
+        #[rustfmt::skip]
+        let cases = [
+            ("", Ok(0)),
+            ("QQ==", Ok(1)),
+            ("QUI=", Ok(2)),
+            ("QUJD", Ok(3)),
+            ("QU\nJD\r\n", Ok(3)),
+            ("QR==", Ok(1)),
+            ("ab!d", Err(2)),
+            ("QUJ", Err(3)),
+            ("QQ", Err(2)),
+        ];
+        for (text, want) in cases {
+            let want = want.map_err(|offset| format!("illegal base64 data at input byte {offset}"));
+            assert_eq!(check_base64(&Value::String(text.into())), want, "{text:?}");
+        }
+        assert!(check_base64(&Value::Bool(true)).is_err());
+    }
     use crate::defaults::apply_defaults;
     use crate::registry::by_kind;
     use serde_json::json;
