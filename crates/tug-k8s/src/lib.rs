@@ -9,9 +9,9 @@
 //! component; `tug-core` may depend on it, never the other way round.
 
 pub mod cron;
-pub mod node;
 pub mod intstr;
 pub mod labels;
+pub mod node;
 pub mod nodeaffinity;
 pub mod qos;
 pub mod quantity;

@@ -10,9 +10,9 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
-use tug_k8s::node::LEASE_NAMESPACE;
+use tug_k8s::node::{LEASE_NAMESPACE, lease_object, lease_spec};
 
-use super::objects::{HollowNode, boot_id, existing_node_patch, lease_object, lease_spec, node_object, node_status};
+use super::objects::{HollowNode, boot_id, existing_node_patch, node_object, node_status};
 use super::{ExistingNode, Shared, SimError, api_code, heartbeat, write};
 
 /// How often a node re-posts its status although nothing changed (the kubelet's

@@ -8,9 +8,8 @@ use std::net::Ipv4Addr;
 
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, Time};
 use serde_json::{Value, json};
-use tug_k8s::node::{LEASE_DURATION_SECONDS, LEASE_NAMESPACE};
+use tug_k8s::node::{NodeFacts, time};
 
 use super::SimOptions;
 use super::addressing::{cidr_text, node_ip};
@@ -80,16 +79,6 @@ pub fn is_quantity(s: &str) -> bool {
         "" | "Ki" | "Mi" | "Gi" | "Ti" | "Pi" | "Ei" | "n" | "u" | "m" | "k" | "M" | "G" | "T" | "P" | "E"
     ) || suffix.strip_prefix(['e', 'E']).is_some_and(exponent_ok);
     number_ok && suffix_ok
-}
-
-/// A Kubernetes `Time` (seconds) as JSON.
-pub fn time(at: Timestamp) -> Value {
-    serde_json::to_value(Time(at)).unwrap_or(Value::Null)
-}
-
-/// A Kubernetes `MicroTime` as JSON (leases use it).
-pub fn micro_time(at: Timestamp) -> Value {
-    serde_json::to_value(MicroTime(at)).unwrap_or(Value::Null)
 }
 
 /// `digits` hex digits derived from `parts`, stable within a build: fake digests and IDs.
@@ -166,79 +155,33 @@ pub fn existing_node_patch(options: &SimOptions, node: &HollowNode, set_cidr: bo
     patch
 }
 
-/// Node status. `transition`: whether the conditions (re)start now (registration) or only
-/// their heartbeat advances, leaving `lastTransitionTime` as stored (a strategic merge patch
-/// merges conditions by type).
+/// Node status (the builder both hollow nodes and the agent use). `transition`: whether the
+/// conditions (re)start now (registration) or only their heartbeat advances.
 pub fn node_status(options: &SimOptions, node: &HollowNode, boot_id: &str, now: Timestamp, transition: bool) -> Value {
-    let condition = |kind: &str, status: &str, reason: &str, message: &str| {
-        let mut c = json!({
-            "type": kind, "status": status, "reason": reason, "message": message,
-            "lastHeartbeatTime": time(now),
-        });
-        if transition {
-            c["lastTransitionTime"] = time(now);
-        }
-        c
+    let facts = NodeFacts {
+        cpu: options.cpu.clone(),
+        memory: options.memory.clone(),
+        ephemeral_storage: EPHEMERAL_STORAGE.into(),
+        pods: options.pods,
+        ip: node.ip().to_string(),
+        hostname: node.name.clone(),
+        kubelet_port: 10250,
+        machine_id: fake_hex(&["machine", &node.name], 32),
+        system_uuid: fake_uuid(&["system", &node.name]),
+        boot_id: boot_id.into(),
+        kernel_version: "6.1.0-tug-sim".into(),
+        os_image: "Tugboat hollow node".into(),
+        container_runtime_version: "sim://1".into(),
+        kubelet_version: KUBELET_VERSION.into(),
+        kube_proxy_version: String::new(),
+        architecture: "amd64".into(),
     };
-    let resources = json!({
-        "cpu": options.cpu,
-        "memory": options.memory,
-        "pods": options.pods.to_string(),
-        "ephemeral-storage": EPHEMERAL_STORAGE,
-        "hugepages-1Gi": "0",
-        "hugepages-2Mi": "0",
-    });
-    json!({
-        "capacity": resources,
-        "allocatable": resources,
-        "conditions": [
-            condition("MemoryPressure", "False", "KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
-            condition("DiskPressure", "False", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
-            condition("PIDPressure", "False", "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
-            condition("Ready", "True", "KubeletReady", "kubelet is posting ready status"),
-        ],
-        "addresses": [
-            {"type": "InternalIP", "address": node.ip().to_string()},
-            {"type": "Hostname", "address": node.name},
-        ],
-        "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
-        "nodeInfo": {
-            "machineID": fake_hex(&["machine", &node.name], 32),
-            "systemUUID": fake_uuid(&["system", &node.name]),
-            "bootID": boot_id,
-            "kernelVersion": "6.1.0-tug-sim",
-            "osImage": "Tugboat hollow node",
-            "containerRuntimeVersion": "sim://1",
-            "kubeletVersion": KUBELET_VERSION,
-            "kubeProxyVersion": "",
-            "operatingSystem": "linux",
-            "architecture": "amd64",
-        },
-    })
+    tug_k8s::node::node_status(&facts, now, transition)
 }
 
 /// A boot ID for a node started at `started` (a new one each time the sim starts, as a reboot).
 pub fn boot_id(node: &str, started: Timestamp) -> String {
     fake_uuid(&["boot", node, &started.as_nanosecond().to_string()])
-}
-
-/// The node's Lease, owned by the Node so it goes when the node does.
-pub fn lease_object(node: &str, node_uid: Option<&str>, now: Timestamp) -> Value {
-    let mut lease = json!({
-        "apiVersion": "coordination.k8s.io/v1",
-        "kind": "Lease",
-        "metadata": {"name": node, "namespace": LEASE_NAMESPACE},
-        "spec": lease_spec(node, now),
-    });
-    if let Some(uid) = node_uid {
-        lease["metadata"]["ownerReferences"] = json!([{"apiVersion": "v1", "kind": "Node", "name": node, "uid": uid}]);
-    }
-    lease
-}
-
-/// What a renewal writes.
-pub fn lease_spec(node: &str, now: Timestamp) -> Value {
-    json!({"holderIdentity": node, "leaseDurationSeconds": LEASE_DURATION_SECONDS, "renewTime": micro_time(now)})
 }
 
 /// The repository part of an image reference (no tag, no digest), as image IDs name it.
@@ -416,24 +359,6 @@ mod tests {
         assert_eq!(addresses[0].type_, "InternalIP");
         assert_eq!(addresses[1].address, "sim-3");
         assert_eq!(value["status"]["conditions"][0]["lastHeartbeatTime"], "2025-01-02T03:04:05Z");
-    }
-
-    #[test]
-    fn heartbeats_leave_transition_times_alone() {
-        let status = node_status(&SimOptions::default(), &node(0), "boot", at("2025-01-02T03:04:05Z"), false);
-        let conditions = status["conditions"].as_array().expect("conditions");
-        assert!(conditions.iter().all(|c| c.get("lastTransitionTime").is_none() && c["lastHeartbeatTime"].is_string()));
-    }
-
-    #[test]
-    fn lease_names_its_holder_and_owner() {
-        let lease = lease_object("sim-1", Some("u-1"), at("2025-01-02T03:04:05.5Z"));
-        let typed: k8s_openapi::api::coordination::v1::Lease = serde_json::from_value(lease).expect("a valid Lease");
-        let spec = typed.spec.expect("spec");
-        assert_eq!(spec.holder_identity.as_deref(), Some("sim-1"));
-        assert_eq!(spec.lease_duration_seconds, Some(40));
-        assert_eq!(typed.metadata.owner_references.expect("owner")[0].uid, "u-1");
-        assert_eq!(typed.metadata.namespace.as_deref(), Some(LEASE_NAMESPACE));
     }
 
     #[test]

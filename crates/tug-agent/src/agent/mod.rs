@@ -219,7 +219,7 @@ async fn serve(
         .map(|image| (image.repo_tags.into_iter().chain(image.repo_digests).collect(), image.size))
         .collect();
     let runtime_version = format!("{}://{}", version.runtime_name, version.runtime_version);
-    let host = node::HostFacts::read(options.node_ip, runtime_version, images);
+    let host = node::HostFacts::read(options.node_ip, &options.data_dir, runtime_version, images);
     let name = options.node_name.clone();
     let (api_server, api_port) = start_api(options, &cri, &host).await?;
     let storage_dir = options.data_dir.join("storage");

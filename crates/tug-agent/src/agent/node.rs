@@ -16,12 +16,11 @@ use std::time::Duration;
 use jiff::Timestamp;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Event, Node, ObjectReference};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, Time};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 use tug_cri::v1::{RuntimeCondition, StatusRequest};
-use tug_k8s::node::{LEASE_DURATION_SECONDS, LEASE_NAMESPACE};
+use tug_k8s::node::{LEASE_NAMESPACE, MAX_PODS, NodeFacts, lease_object, lease_spec, ready_condition};
 
 use super::AgentError;
 use super::events::{Happening, kubelet_event};
@@ -29,8 +28,6 @@ use crate::containerd::RuntimeStatus;
 
 /// The kubelet version the agent reports.
 pub const KUBELET_VERSION: &str = "v1.33.0-tug";
-/// Pods per node, the kubelet's default `--max-pods`.
-pub const MAX_PODS: u32 = 110;
 /// The Ready condition's message while the CRI does not answer (the kubelet's words).
 pub const RUNTIME_DOWN: &str = "container runtime is down";
 /// The reason of the Warning event recorded when containerd was restarted after dying.
@@ -48,6 +45,9 @@ pub struct HostFacts {
     pub ip: IpAddr,
     pub cpus: usize,
     pub memory_bytes: u64,
+    /// The size of the filesystem holding the agent's data dir (pods' writable layers, logs,
+    /// emptyDirs): the node's `ephemeral-storage`, as the kubelet reports its root dir's.
+    pub ephemeral_storage_bytes: u64,
     pub kernel: String,
     pub os_image: String,
     pub machine_id: String,
@@ -89,15 +89,33 @@ pub fn default_ip() -> IpAddr {
     probe().unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))
 }
 
+/// The size in bytes of the filesystem holding `path` (0 when it cannot be read).
+fn filesystem_size(path: &std::path::Path) -> u64 {
+    match rustix::fs::statvfs(path) {
+        Ok(fs) => fs.f_blocks.saturating_mul(fs.f_frsize),
+        Err(error) => {
+            tracing::warn!(path = %path.display(), %error, "cannot read the size of the filesystem; reporting no ephemeral storage");
+            0
+        }
+    }
+}
+
 impl HostFacts {
-    /// Reads this host; `ip` overrides the detected address.
-    pub fn read(ip: Option<IpAddr>, runtime_version: String, images: Vec<(Vec<String>, u64)>) -> HostFacts {
+    /// Reads this host; `ip` overrides the detected address, `data_dir` is where pods' data
+    /// lives (its filesystem's size is the node's ephemeral storage).
+    pub fn read(
+        ip: Option<IpAddr>,
+        data_dir: &std::path::Path,
+        runtime_version: String,
+        images: Vec<(Vec<String>, u64)>,
+    ) -> HostFacts {
         HostFacts {
             hostname: read_trimmed("/proc/sys/kernel/hostname"),
             ip: ip.unwrap_or_else(default_ip),
             cpus: std::thread::available_parallelism().map_or(1, usize::from),
             memory_bytes: parse_meminfo_total(&std::fs::read_to_string("/proc/meminfo").unwrap_or_default())
                 .unwrap_or(0),
+            ephemeral_storage_bytes: filesystem_size(data_dir),
             kernel: read_trimmed("/proc/sys/kernel/osrelease"),
             os_image: parse_os_release(&std::fs::read_to_string("/etc/os-release").unwrap_or_default())
                 .unwrap_or_else(|| "Linux".into()),
@@ -107,10 +125,6 @@ impl HostFacts {
             images,
         }
     }
-}
-
-fn time(at: Timestamp) -> Value {
-    serde_json::to_value(Time(at)).unwrap_or(Value::Null)
 }
 
 /// The labels a kubelet puts on its node.
@@ -132,21 +146,6 @@ pub fn node_labels(name: &str) -> BTreeMap<String, String> {
     .collect()
 }
 
-fn condition(kind: &str, status: &str, reason: &str, message: &str, now: Timestamp) -> Value {
-    json!({
-        "type": kind, "status": status, "reason": reason, "message": message,
-        "lastHeartbeatTime": time(now), "lastTransitionTime": time(now),
-    })
-}
-
-/// The Ready condition of a node whose runtime answers (`problem` is `None`) or does not.
-pub fn ready_condition(problem: Option<&str>, now: Timestamp) -> Value {
-    match problem {
-        None => condition("Ready", "True", "KubeletReady", "kubelet is posting ready status", now),
-        Some(problem) => condition("Ready", "False", "KubeletNotReady", problem, now),
-    }
-}
-
 /// What keeps the node from being Ready given the CRI's `Status` answer (`None`: no answer),
 /// in the kubelet's words; `None` when nothing does.
 pub fn runtime_problem(answer: Option<&[RuntimeCondition]>) -> Option<String> {
@@ -163,45 +162,32 @@ pub fn runtime_problem(answer: Option<&[RuntimeCondition]>) -> Option<String> {
     })
 }
 
-/// The node status: capacity (allocatable alike: nothing is reserved yet), conditions, addresses,
-/// nodeInfo and images.
+/// The node status: capacity (allocatable alike: nothing is reserved yet) with ephemeral
+/// storage and (no) huge pages, conditions, addresses, nodeInfo (all from `tug_k8s::node`, the
+/// builder hollow nodes use too) and the runtime's images.
 pub fn node_status(host: &HostFacts, api_port: u16, now: Timestamp) -> Value {
-    let condition =
-        |kind: &str, status: &str, reason: &str, message: &str| condition(kind, status, reason, message, now);
-    let resources = json!({
-        "cpu": host.cpus.to_string(),
-        "memory": format!("{}Ki", host.memory_bytes / 1024),
-        "pods": MAX_PODS.to_string(),
-    });
-    let arch = node_labels("")["kubernetes.io/arch"].clone();
-    json!({
-        "capacity": resources,
-        "allocatable": resources,
-        "conditions": [
-            condition("MemoryPressure", "False", "KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
-            condition("DiskPressure", "False", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
-            condition("PIDPressure", "False", "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
-            ready_condition(None, now),
-        ],
-        "addresses": [
-            {"type": "InternalIP", "address": host.ip.to_string()},
-            {"type": "Hostname", "address": host.hostname},
-        ],
-        "daemonEndpoints": {"kubeletEndpoint": {"Port": api_port}},
-        "nodeInfo": {
-            "machineID": host.machine_id,
-            "systemUUID": host.machine_id,
-            "bootID": host.boot_id,
-            "kernelVersion": host.kernel,
-            "osImage": host.os_image,
-            "containerRuntimeVersion": host.runtime_version,
-            "kubeletVersion": KUBELET_VERSION,
-            "kubeProxyVersion": KUBELET_VERSION,
-            "operatingSystem": "linux",
-            "architecture": arch,
-        },
-        "images": host.images.iter().map(|(names, size)| json!({"names": names, "sizeBytes": size})).collect::<Vec<_>>(),
-    })
+    let facts = NodeFacts {
+        cpu: host.cpus.to_string(),
+        memory: format!("{}Ki", host.memory_bytes / 1024),
+        ephemeral_storage: format!("{}Ki", host.ephemeral_storage_bytes / 1024),
+        pods: MAX_PODS,
+        ip: host.ip.to_string(),
+        hostname: host.hostname.clone(),
+        kubelet_port: api_port,
+        machine_id: host.machine_id.clone(),
+        system_uuid: host.machine_id.clone(),
+        boot_id: host.boot_id.clone(),
+        kernel_version: host.kernel.clone(),
+        os_image: host.os_image.clone(),
+        container_runtime_version: host.runtime_version.clone(),
+        kubelet_version: KUBELET_VERSION.into(),
+        kube_proxy_version: KUBELET_VERSION.into(),
+        architecture: node_labels("")["kubernetes.io/arch"].clone(),
+    };
+    let mut status = tug_k8s::node::node_status(&facts, now, true);
+    status["images"] =
+        host.images.iter().map(|(names, size)| json!({"names": names, "sizeBytes": size})).collect::<Vec<_>>().into();
+    status
 }
 
 /// The node annotation naming the directory local volumes live under (the local-path
@@ -313,7 +299,7 @@ async fn runtime_answer(cri: &tug_cri::Clients) -> Option<Vec<RuntimeCondition>>
 /// Writes the node's Ready condition alone (conditions merge by type).
 async fn post_ready(client: &kube::Client, name: &str, problem: Option<&str>) -> Result<(), AgentError> {
     let nodes: Api<Node> = Api::all(client.clone());
-    let patch = Patch::Strategic(json!({"status": {"conditions": [ready_condition(problem, Timestamp::now())]}}));
+    let patch = Patch::Strategic(json!({"status": {"conditions": [ready_condition(problem, Timestamp::now(), true)]}}));
     nodes
         .patch_status(name, &PatchParams::default(), &patch)
         .await
@@ -385,27 +371,6 @@ pub async fn report_runtime(
     }
 }
 
-fn lease_object(name: &str, node_uid: &str, now: Timestamp) -> Value {
-    json!({
-        "apiVersion": "coordination.k8s.io/v1",
-        "kind": "Lease",
-        "metadata": {
-            "name": name,
-            "namespace": LEASE_NAMESPACE,
-            "ownerReferences": [{"apiVersion": "v1", "kind": "Node", "name": name, "uid": node_uid}],
-        },
-        "spec": lease_spec(name, now),
-    })
-}
-
-fn lease_spec(name: &str, now: Timestamp) -> Value {
-    json!({
-        "holderIdentity": name,
-        "leaseDurationSeconds": LEASE_DURATION_SECONDS,
-        "renewTime": serde_json::to_value(MicroTime(now)).unwrap_or(Value::Null),
-    })
-}
-
 /// Moves the node's lease renewTime to now, creating the lease when missing.
 pub async fn renew_lease(client: &kube::Client, name: &str, node_uid: &str) -> Result<(), AgentError> {
     let leases: Api<Lease> = Api::namespaced(client.clone(), LEASE_NAMESPACE);
@@ -414,7 +379,7 @@ pub async fn renew_lease(client: &kube::Client, name: &str, node_uid: &str) -> R
     match leases.patch(name, &PatchParams::default(), &patch).await {
         Ok(_) => Ok(()),
         Err(e) if code(&e) == Some(404) => {
-            let lease: Lease = serde_json::from_value(lease_object(name, node_uid, now))
+            let lease: Lease = serde_json::from_value(lease_object(name, Some(node_uid), now))
                 .map_err(|e| AgentError::Invalid(format!("lease {name}: {e}")))?;
             match leases.create(&PostParams::default(), &lease).await {
                 Ok(_) => Ok(()),
@@ -436,6 +401,7 @@ mod tests {
             ip: "192.0.2.2".parse().expect("ip"),
             cpus: 2,
             memory_bytes: 4 * 1024 * 1024 * 1024,
+            ephemeral_storage_bytes: 50 * 1024 * 1024 * 1024,
             kernel: "6.1.0".into(),
             os_image: "Debian GNU/Linux 12 (bookworm)".into(),
             machine_id: "m".into(),
@@ -468,24 +434,6 @@ mod tests {
     }
 
     #[test]
-    fn the_ready_condition_says_why_the_node_is_not_ready() {
-        let now: Timestamp = "2025-01-02T03:04:05Z".parse().expect("time");
-        let cases = [
-            (None, ("True", "KubeletReady", "kubelet is posting ready status")),
-            (Some(RUNTIME_DOWN), ("False", "KubeletNotReady", "container runtime is down")),
-        ];
-        for (problem, (status, reason, message)) in cases {
-            let condition = ready_condition(problem, now);
-            assert_eq!(condition["type"], "Ready");
-            assert_eq!(
-                (&condition["status"], &condition["reason"], &condition["message"]),
-                (&json!(status), &json!(reason), &json!(message))
-            );
-            assert_eq!(condition["lastTransitionTime"], "2025-01-02T03:04:05Z");
-        }
-    }
-
-    #[test]
     fn node_events_are_where_kubectl_describe_node_finds_them() {
         let now: Timestamp = "2025-01-02T03:04:05Z".parse().expect("time");
         let event = node_event("n1", (true, RUNTIME_RESTARTED_REASON, "containerd exited"), now);
@@ -498,6 +446,13 @@ mod tests {
         );
         assert_eq!(event.type_.as_deref(), Some("Warning"));
         assert_eq!(event.source.and_then(|s| s.host).as_deref(), Some("n1"));
+    }
+
+    #[test]
+    fn the_data_dirs_filesystem_has_a_size() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        assert!(filesystem_size(dir.path()) > 0);
+        assert_eq!(filesystem_size(&dir.path().join("missing")), 0);
     }
 
     #[test]
@@ -526,9 +481,11 @@ mod tests {
             assert_eq!(of(kind).as_deref(), Some("False"), "{kind}");
         }
         let capacity = status.capacity.expect("capacity");
+        let of = |name: &str| capacity.get(name).map(|q| q.0.as_str());
         assert_eq!(
-            (capacity["cpu"].0.as_str(), capacity["memory"].0.as_str(), capacity["pods"].0.as_str()),
-            ("2", "4194304Ki", "110")
+            [of("cpu"), of("memory"), of("pods"), of("ephemeral-storage"), of("hugepages-1Gi"), of("hugepages-2Mi")],
+            [Some("2"), Some("4194304Ki"), Some("110"), Some("52428800Ki"), Some("0"), Some("0")],
+            "what a kubelet reports, ephemeral storage and huge pages included"
         );
         assert_eq!(status.allocatable.expect("allocatable")["pods"].0, "110");
         let addresses = status.addresses.expect("addresses");
