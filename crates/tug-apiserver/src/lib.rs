@@ -6,6 +6,7 @@
 //! compare-and-swap. `bootstrap` creates the default namespaces and finishes namespace
 //! deletion.
 
+pub mod admission;
 pub mod alloc;
 pub mod bootstrap;
 pub mod cache;
@@ -82,6 +83,8 @@ pub struct Api {
     /// Flips to true when the server stops; open watches end.
     pub shutdown: tokio_watch::Receiver<bool>,
     pub admission: Admission,
+    /// The admission plugins every write passes through, in order (built from `admission`).
+    pub admission_chain: admission::Chain,
     /// How pod logs, exec, attach and port-forward reach node agents (set once at start).
     pub kubelet_client: std::sync::OnceLock<proxy::KubeletClient>,
 }
@@ -127,6 +130,7 @@ impl Api {
             tokens,
             root_ca_pem,
             shutdown,
+            admission_chain: admission::Chain::new(&admission),
             admission,
             kubelet_client: std::sync::OnceLock::new(),
         }))

@@ -3,9 +3,11 @@
 //! eviction) and request bodies (`decode`). Watches are in `watch.rs`.
 //!
 //! Every write follows the same path as in Kubernetes: decode (JSON, YAML or protobuf) → check
-//! the type → decode through the typed struct (field validation) → server-set metadata →
-//! defaulting → validation → store with compare-and-swap. Nothing is stored until every check
-//! has passed, so a failed request leaves the store as it was.
+//! the type → decode through the typed struct (field validation) → server-set metadata and the
+//! kind's strategy (`crate::strategy`) → defaulting → the admission chain's mutating phase
+//! (`crate::admission`) → validation → the chain's validating phase → store with
+//! compare-and-swap. Nothing is stored until every check has passed, so a failed request leaves
+//! the store as it was. The verbs know no kind: what differs per kind is a strategy hook.
 
 mod decode;
 mod subresources;
@@ -26,7 +28,6 @@ use crate::object;
 pub use decode::{decode_body, decode_object};
 pub use subresources::scale::scale_of;
 pub use subresources::status::WriteScope;
-pub use verbs::PVC_PROTECTION_FINALIZER;
 
 /// Events expire an hour after their last write, as with Kubernetes' default `--event-ttl`.
 pub const EVENT_TTL: Duration = Duration::from_secs(3600);

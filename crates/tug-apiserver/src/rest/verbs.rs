@@ -3,7 +3,7 @@
 
 use bytes::Bytes;
 use serde_json::{Value, json};
-use tug_core::registry::{self, ResourceType};
+use tug_core::registry::ResourceType;
 use tug_core::selector::{FieldSelector, LabelSelector};
 use tug_core::status::ApiError;
 use tug_core::{convert, defaults, patch};
@@ -15,31 +15,12 @@ use super::{
     CAS_RETRIES, conflict, encode_for_storage, invalid, not_found, qualified_resource, served_bytes, stored_object,
     ttl_for,
 };
+use crate::admission::{Attributes, Operation};
 use crate::cache::CachedObject;
 use crate::errors::from_store;
 use crate::request::{Query, ResourceRequest};
 use crate::strategy::{self, Strategy};
 use crate::{Api, Reply, object};
-
-/// The namespace a namespaced request writes into must exist and not be terminating.
-async fn check_namespace_open(api: &Api, ns: &str) -> Result<(), ApiError> {
-    let ns_rt = registry::by_path("", "v1", "namespaces").expect("namespaces are registered");
-    let key = ns_rt.key(None, ns);
-    let value = match api.cache.get(&key) {
-        Some(obj) => obj.value(),
-        None => match api.store.get(&key, None).await.map_err(from_store)? {
-            Some(kv) => serde_json::from_slice(&kv.value).unwrap_or(Value::Null),
-            None => return Err(ApiError::not_found("", "namespaces", ns)),
-        },
-    };
-    if object::is_deleting(&value) || object::str_at(&value, &["status", "phase"]) == Some("Terminating") {
-        return Err(ApiError::forbidden(format!(
-            "unable to create new content in namespace {ns} because it is being terminated"
-        ))
-        .about("", "namespaces", ns));
-    }
-    Ok(())
-}
 
 /// Metadata the server owns on create.
 fn prepare_create(
@@ -117,29 +98,25 @@ impl Api {
             ));
         }
         let ns = object::namespace(&obj).map(str::to_string);
-        if let Some(ns) = &ns {
-            check_namespace_open(self, ns).await?;
-        }
         defaults::apply_defaults(rt, &mut obj);
-        if rt.kind == "Pod" {
-            default_service_account(&mut obj);
-            default_toleration_seconds(&mut obj, self.admission.default_toleration_seconds);
-        }
-        if rt.kind == "PersistentVolumeClaim" {
-            let classes: Vec<Value> = registry::by_kind("storage.k8s.io/v1", "StorageClass")
-                .map(|c| self.cache.list(c.storage, &c.prefix(None), None, 0, &|_| true).0)
-                .unwrap_or_default()
-                .iter()
-                .map(|o| o.value())
-                .collect();
-            default_storage_class(&mut obj, &classes);
-            add_finalizer(&mut obj, PVC_PROTECTION_FINALIZER);
-        }
+        let attrs = Attributes {
+            operation: Operation::Create,
+            rt,
+            namespace: ns.clone(),
+            name: name.clone(),
+            old: None,
+            dry_run: q.dry_run,
+        };
+        self.admission_chain.mutate(self, &attrs, Some(&mut obj)).await?;
         strategy.begin_create(self, rt, &mut obj)?;
         let causes = strategy.validate_create(rt, &obj);
         if !causes.is_empty() {
             strategy.abort_create(self, &obj);
             return Err(invalid(rt, &name, causes));
+        }
+        if let Err(e) = self.admission_chain.validate(self, &attrs, Some(&obj)).await {
+            strategy.abort_create(self, &obj);
+            return Err(e);
         }
         if q.dry_run {
             strategy.abort_create(self, &obj);
@@ -251,6 +228,17 @@ impl Api {
         let mut new = status::scoped(scope, strategy.status_is_subresource(rt), &old, new);
         defaults::apply_defaults(rt, &mut new);
         strategy.prepare_for_update(&old, &mut new);
+        let attrs = Attributes {
+            operation: Operation::Update,
+            rt,
+            namespace: object::namespace(&old).map(str::to_string),
+            name: name.clone(),
+            old: Some(&old),
+            dry_run,
+        };
+        if let Err(e) = self.admission_chain.mutate(self, &attrs, Some(&mut new)).await {
+            return if cached { Ok(None) } else { Err(e) };
+        }
         // Once deletion started, finalizers may only be removed (Kubernetes' rule).
         if object::is_deleting(&old) {
             let before = object::finalizers(&old);
@@ -284,6 +272,9 @@ impl Api {
                 return Ok(None);
             }
             return Err(invalid(rt, &name, causes));
+        }
+        if let Err(e) = self.admission_chain.validate(self, &attrs, Some(&new)).await {
+            return if cached { Ok(None) } else { Err(e) };
         }
         // An update that removes the last finalizer of an object being deleted finishes the deletion.
         if object::is_deleting(&new) && object::finalizers(&new).is_empty() && strategy.deleted_when_finalized() {
@@ -454,11 +445,18 @@ impl Api {
         let rt = req.rt;
         let strategy = strategy::for_kind(rt);
         let name = req.name.as_deref().unwrap_or_default();
-        if rt.group.is_empty() && rt.kind == "Namespace" && crate::bootstrap::UNDELETABLE_NAMESPACES.contains(&name) {
-            return Err(ApiError::forbidden_on("", rt.plural, name, "this namespace may not be deleted"));
-        }
         let dry_run =
             q.dry_run || options.get("dryRun").and_then(Value::as_array).is_some_and(|a| a.iter().any(|v| v == "All"));
+        let attrs = Attributes {
+            operation: Operation::Delete,
+            rt,
+            namespace: req.namespace.clone(),
+            name: name.to_string(),
+            old: None,
+            dry_run,
+        };
+        self.admission_chain.mutate(self, &attrs, None).await?;
+        self.admission_chain.validate(self, &attrs, None).await?;
         let grace = q.grace_period_seconds.or_else(|| options.get("gracePeriodSeconds").and_then(Value::as_i64));
         let propagation = q
             .propagation_policy
@@ -713,124 +711,9 @@ impl Api {
     }
 }
 
-/// Pods run as the namespace's `default` ServiceAccount unless they name one (Kubernetes'
-/// ServiceAccount admission).
-fn default_service_account(pod: &mut Value) {
-    let Some(spec) = pod.get_mut("spec").and_then(Value::as_object_mut) else { return };
-    let name = match spec.get("serviceAccountName").and_then(Value::as_str).filter(|s| !s.is_empty()) {
-        Some(n) => n.to_string(),
-        None => "default".to_string(),
-    };
-    spec.insert("serviceAccountName".into(), json!(name));
-    spec.insert("serviceAccount".into(), json!(name));
-}
-
-/// Kubernetes' DefaultTolerationSeconds admission: a pod that does not say how long it stays on
-/// a node that is not ready or unreachable tolerates it for `seconds`, then is evicted.
-fn default_toleration_seconds(pod: &mut Value, seconds: i64) {
-    let Some(spec) = pod.get_mut("spec").and_then(Value::as_object_mut) else { return };
-    let tolerations = spec.entry("tolerations").or_insert_with(|| json!([]));
-    let Some(list) = tolerations.as_array_mut() else { return };
-    for taint in ["node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"] {
-        // Any toleration that covers the NoExecute taint counts, as in Kubernetes.
-        let covered = list.iter().any(|t| {
-            let key_ok = match t.get("key").and_then(Value::as_str) {
-                None | Some("") => t.get("operator").and_then(Value::as_str) == Some("Exists"),
-                Some(k) => k == taint,
-            };
-            let effect_ok = matches!(t.get("effect").and_then(Value::as_str), None | Some("") | Some("NoExecute"));
-            key_ok && effect_ok
-        });
-        if !covered {
-            list.push(json!({"key": taint, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": seconds}));
-        }
-    }
-}
-
-/// Kubernetes' DefaultStorageClass admission: a claim that names no class (the field absent;
-/// `""` asks for no class) gets the default one, the newest if several claim to be it.
-fn default_storage_class(claim: &mut Value, classes: &[Value]) {
-    let annotated = object::annotations(claim).contains_key("volume.beta.kubernetes.io/storage-class");
-    let Some(spec) = claim.get_mut("spec").and_then(Value::as_object_mut) else { return };
-    if annotated || spec.get("storageClassName").is_some_and(|c| !c.is_null()) {
-        return;
-    }
-    let is_default = |class: &&Value| {
-        let annotations = object::annotations(class);
-        ["storageclass.kubernetes.io/is-default-class", "storageclass.beta.kubernetes.io/is-default-class"]
-            .iter()
-            .any(|a| annotations.get(*a).is_some_and(|v| v == "true"))
-    };
-    let newest = classes.iter().filter(is_default).max_by(|a, b| {
-        let created = |c: &Value| object::str_at(c, &["metadata", "creationTimestamp"]).unwrap_or("").to_string();
-        created(a).cmp(&created(b)).then_with(|| object::name(b).cmp(object::name(a)))
-    });
-    if let Some(class) = newest {
-        spec.insert("storageClassName".into(), json!(object::name(class)));
-    }
-}
-
-/// Kubernetes' StorageObjectInUseProtection admission puts this on every claim; the storage
-/// protection controller takes it off once no pod uses the claim, so deleting a claim in use
-/// leaves it Terminating instead of pulling the volume from under a running pod.
-pub const PVC_PROTECTION_FINALIZER: &str = "kubernetes.io/pvc-protection";
-
-/// Adds `finalizer` to the object's `metadata.finalizers` unless it is there.
-fn add_finalizer(obj: &mut Value, finalizer: &str) {
-    let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) else { return };
-    let list = meta.entry("finalizers").or_insert_with(|| json!([]));
-    if !list.is_array() {
-        *list = json!([]);
-    }
-    if let Some(items) = list.as_array_mut()
-        && !items.iter().any(|f| f == finalizer)
-    {
-        items.push(json!(finalizer));
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn claims_without_a_class_get_the_default_one() {
-        let class = |name: &str, default: &str, created: &str| {
-            json!({"metadata": {"name": name, "creationTimestamp": created,
-                "annotations": {"storageclass.kubernetes.io/is-default-class": default}}})
-        };
-        let classes = [
-            class("old", "true", "2024-01-01T00:00:00Z"),
-            class("new", "true", "2025-01-01T00:00:00Z"),
-            class("other", "false", "2026-01-01T00:00:00Z"),
-        ];
-        let cases = [
-            (json!({"spec": {}}), Some("new")),
-            (json!({"spec": {"storageClassName": null}}), Some("new")),
-            (json!({"spec": {"storageClassName": ""}}), Some("")),
-            (json!({"spec": {"storageClassName": "fast"}}), Some("fast")),
-            (json!({"metadata": {"annotations": {"volume.beta.kubernetes.io/storage-class": "x"}}, "spec": {}}), None),
-        ];
-        for (claim, want) in cases {
-            let mut got = claim.clone();
-            default_storage_class(&mut got, &classes);
-            assert_eq!(got.pointer("/spec/storageClassName").and_then(Value::as_str), want, "{claim}");
-        }
-        let mut none = json!({"spec": {}});
-        default_storage_class(&mut none, &classes[2..]);
-        assert_eq!(none, json!({"spec": {}}), "no default class, no change");
-    }
-
-    #[test]
-    fn claims_are_protected_once() {
-        let mut claim = json!({"metadata": {"name": "c"}});
-        add_finalizer(&mut claim, PVC_PROTECTION_FINALIZER);
-        add_finalizer(&mut claim, PVC_PROTECTION_FINALIZER);
-        assert_eq!(claim["metadata"]["finalizers"], json!([PVC_PROTECTION_FINALIZER]));
-        let mut other = json!({"metadata": {"finalizers": ["example.com/keep"]}});
-        add_finalizer(&mut other, PVC_PROTECTION_FINALIZER);
-        assert_eq!(other["metadata"]["finalizers"], json!(["example.com/keep", PVC_PROTECTION_FINALIZER]));
-    }
 
     /// The schema of `$ref` (or `allOf: [$ref]`) `schema` points at in `doc`.
     fn resolve<'a>(doc: &'a Value, schema: &'a Value) -> &'a Value {
@@ -848,7 +731,7 @@ mod tests {
     fn created_objects_carry_every_required_status_field() {
         let openapi = tug_openapi::OpenApi::build();
         let mut checked = Vec::new();
-        for rt in registry::RESOURCES {
+        for rt in tug_core::registry::RESOURCES {
             let (_, bytes) = openapi.document(&tug_openapi::gv_path(rt.group, rt.version)).expect("document");
             let doc: Value = serde_json::from_slice(bytes).unwrap();
             let gvk = json!([{"group": rt.group, "version": rt.version, "kind": rt.kind}]);
