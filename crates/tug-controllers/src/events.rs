@@ -10,11 +10,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use k8s_openapi::api::core::v1::{Event, ObjectReference};
 use kube::Resource;
 use kube::api::{Api, PostParams};
 use tokio::sync::mpsc;
+use tug_k8s::events;
 
 /// How many events may wait to be written; beyond this they are dropped.
 const QUEUE_CAPACITY: usize = 8 * 1024;
@@ -123,25 +123,9 @@ impl Recorder {
         if !self.spam.lock().unwrap_or_else(|e| e.into_inner()).allow(&spam_key, Instant::now()) {
             return;
         }
-        let now = jiff::Timestamp::now();
-        let namespace = object.namespace.clone().filter(|n| !n.is_empty()).unwrap_or_else(|| "default".into());
-        let event = Event {
-            metadata: ObjectMeta {
-                name: Some(format!("{}.{:x}", object.name.as_deref().unwrap_or("object"), now.as_nanosecond())),
-                namespace: Some(namespace),
-                ..ObjectMeta::default()
-            },
-            involved_object: object,
-            reason: Some(note.reason.clone()),
-            message: Some(note.message.clone()),
-            type_: Some(if note.warning { "Warning" } else { "Normal" }.into()),
-            source: Some(EventSource { component: Some(self.component.into()), host: None }),
-            reporting_component: Some(self.component.into()),
-            first_timestamp: Some(Time(now)),
-            last_timestamp: Some(Time(now)),
-            count: Some(1),
-            ..Event::default()
-        };
+        let source = events::Source { component: self.component, host: None, instance: None };
+        let happening = events::Happening { warning: note.warning, reason: &note.reason, message: &note.message };
+        let event = events::event(object, source, happening, jiff::Timestamp::now());
         // A full queue drops the event: reporting must never hold up the work reported on.
         let _ = self.tx.try_send(event);
     }

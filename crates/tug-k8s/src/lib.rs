@@ -9,6 +9,7 @@
 //! component; `tug-core` may depend on it, never the other way round.
 
 pub mod cron;
+pub mod events;
 pub mod intstr;
 pub mod labels;
 pub mod node;

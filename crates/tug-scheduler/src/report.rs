@@ -6,11 +6,12 @@
 //! drops under overload too). Binding never goes through here.
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference, Pod, PodCondition};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use k8s_openapi::api::core::v1::{Event, ObjectReference, Pod, PodCondition};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;
 use tokio::sync::mpsc;
+use tug_k8s::events;
 
 /// The component name Kubernetes' scheduler reports as.
 pub const COMPONENT: &str = "default-scheduler";
@@ -51,7 +52,7 @@ pub enum Report {
     },
 }
 
-/// A core/v1 Event about a pod, as kube-scheduler's recorder writes it.
+/// A core/v1 Event about a pod, as kube-scheduler's recorder writes it (`tug_k8s::events`).
 pub fn pod_event(
     pod: &PodRef,
     warning: bool,
@@ -60,33 +61,17 @@ pub fn pod_event(
     instance: &str,
     now: jiff::Timestamp,
 ) -> Event {
-    Event {
-        metadata: ObjectMeta {
-            // Kubernetes' naming: the object's name and the time in hex nanoseconds.
-            name: Some(format!("{}.{:x}", pod.name, now.as_nanosecond())),
-            namespace: Some(pod.namespace.clone()),
-            ..ObjectMeta::default()
-        },
-        involved_object: ObjectReference {
-            api_version: Some("v1".into()),
-            kind: Some("Pod".into()),
-            namespace: Some(pod.namespace.clone()),
-            name: Some(pod.name.clone()),
-            uid: Some(pod.uid.clone()),
-            resource_version: pod.resource_version.clone(),
-            ..ObjectReference::default()
-        },
-        reason: Some(reason.into()),
-        message: Some(message.into()),
-        type_: Some(if warning { "Warning" } else { "Normal" }.into()),
-        source: Some(EventSource { component: Some(COMPONENT.into()), host: None }),
-        reporting_component: Some(COMPONENT.into()),
-        reporting_instance: Some(instance.into()),
-        first_timestamp: Some(Time(now)),
-        last_timestamp: Some(Time(now)),
-        count: Some(1),
-        ..Event::default()
-    }
+    let regarding = ObjectReference {
+        api_version: Some("v1".into()),
+        kind: Some("Pod".into()),
+        namespace: Some(pod.namespace.clone()),
+        name: Some(pod.name.clone()),
+        uid: Some(pod.uid.clone()),
+        resource_version: pod.resource_version.clone(),
+        ..ObjectReference::default()
+    };
+    let source = events::Source { component: COMPONENT, host: None, instance: Some(instance) };
+    events::event(regarding, source, events::Happening { warning, reason, message }, now)
 }
 
 /// The `Scheduled` event of a pod bound to `node`.

@@ -1,10 +1,10 @@
 //! core/v1 Events as the kubelet writes them (`source.component: kubelet`, the node as host and
-//! reporting instance, named after the object and the time in hex nanoseconds, count 1), for
-//! whatever the agent reports about: a container of a pod, or the node itself.
+//! reporting instance; built by `tug_k8s::events`), for whatever the agent reports about: a
+//! container of a pod, or the node itself.
 
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use k8s_openapi::api::core::v1::{Event, ObjectReference};
+use tug_k8s::events;
 
 /// The component the agent's events name, like the kubelet's.
 pub const COMPONENT: &str = "kubelet";
@@ -20,24 +20,6 @@ pub fn kubelet_event(
     (warning, reason, message): Happening,
     now: Timestamp,
 ) -> Event {
-    let name = regarding.name.clone().unwrap_or_default();
-    let namespace = regarding.namespace.clone().unwrap_or_else(|| "default".into());
-    Event {
-        metadata: ObjectMeta {
-            name: Some(format!("{name}.{:x}", now.as_nanosecond())),
-            namespace: Some(namespace),
-            ..ObjectMeta::default()
-        },
-        involved_object: regarding,
-        reason: Some(reason.into()),
-        message: Some(message.into()),
-        type_: Some(if warning { "Warning" } else { "Normal" }.into()),
-        source: Some(EventSource { component: Some(COMPONENT.into()), host: Some(node.into()) }),
-        reporting_component: Some(COMPONENT.into()),
-        reporting_instance: Some(node.into()),
-        first_timestamp: Some(Time(now)),
-        last_timestamp: Some(Time(now)),
-        count: Some(1),
-        ..Event::default()
-    }
+    let source = events::Source { component: COMPONENT, host: Some(node), instance: Some(node) };
+    events::event(regarding, source, events::Happening { warning, reason, message }, now)
 }
