@@ -243,7 +243,8 @@ async fn serve(
     let health = tokio::spawn(node::report_runtime(client.clone(), name.clone(), cri.clone(), runtime_status));
     let resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
     let ctx = Arc::new(pods::Ctx {
-        volumes: volumes::Volumes::new(client.clone(), options.data_dir.join("pods")),
+        volumes: volumes::Volumes::new(client.clone(), options.data_dir.join("pods"), host.resources()),
+        allocatable: host.resources(),
         client,
         cri,
         node: name,

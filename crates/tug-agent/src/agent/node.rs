@@ -1,5 +1,6 @@
-//! The agent's Node: capacity and identity read from the host (pure parsers over the text of
-//! `/proc` files, so they are testable), registration (create, or update a node of the same
+//! The agent's Node: capacity and identity read from the host once at start ([`HostFacts`]:
+//! pure parsers over the text of `/proc` files, so they are testable; the pod workers and
+//! volumes take cpu and memory from it too), registration (create, or update a node of the same
 //! name left by an earlier run), status through the status subresource, and the Lease in
 //! `kube-node-lease` renewed every interval.
 //!
@@ -24,6 +25,7 @@ use tug_k8s::node::{LEASE_NAMESPACE, MAX_PODS, NodeFacts, lease_object, lease_sp
 
 use super::AgentError;
 use super::events::{Happening, kubelet_event};
+use super::spec::NodeResources;
 use crate::containerd::RuntimeStatus;
 
 /// The kubelet version the agent reports.
@@ -101,6 +103,14 @@ fn filesystem_size(path: &std::path::Path) -> u64 {
 }
 
 impl HostFacts {
+    /// The node's cpu and memory as the pod specs' translation takes them.
+    pub fn resources(&self) -> NodeResources {
+        NodeResources {
+            cpu_millis: i64::try_from(self.cpus).unwrap_or(1).saturating_mul(1000),
+            memory_bytes: i64::try_from(self.memory_bytes).unwrap_or(i64::MAX),
+        }
+    }
+
     /// Reads this host; `ip` overrides the detected address, `data_dir` is where pods' data
     /// lives (its filesystem's size is the node's ephemeral storage).
     pub fn read(
@@ -446,6 +456,11 @@ mod tests {
         );
         assert_eq!(event.type_.as_deref(), Some("Warning"));
         assert_eq!(event.source.and_then(|s| s.host).as_deref(), Some("n1"));
+    }
+
+    #[test]
+    fn host_resources_are_what_pods_see_of_the_node() {
+        assert_eq!(host().resources(), NodeResources { cpu_millis: 2000, memory_bytes: 4 << 30 });
     }
 
     #[test]

@@ -64,6 +64,9 @@ pub struct Ctx {
     pub pods_dir: PathBuf,
     /// Pod volumes, and the ConfigMap/Secret cache they (and env) read from.
     pub volumes: Volumes,
+    /// The node's cpu and memory (read once, with the rest of the host's facts): what
+    /// `resourceFieldRef` gives for a limit a container lacks.
+    pub allocatable: NodeResources,
     /// Syncs of live pods running at once. containerd does the work of a pod start on the
     /// node's cores (namespaces, CNI, shims, runc); a hundred starts at once finish all at once
     /// and late, a few at a time finish in a steady stream, the first pods within a second.
@@ -182,16 +185,6 @@ fn find_container<'a>(pod: &'a Pod, name: &str) -> Option<&'a Container> {
     spec.init_containers.iter().flatten().chain(spec.containers.iter()).find(|c| c.name == name)
 }
 
-/// The node's cpu and memory, what `resourceFieldRef` gives for a limit a container lacks.
-fn node_resources() -> NodeResources {
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-    NodeResources {
-        cpu_millis: i64::try_from(cpus).unwrap_or(1).saturating_mul(1000),
-        memory_bytes: super::node::parse_meminfo_total(&meminfo).and_then(|b| i64::try_from(b).ok()).unwrap_or(0),
-    }
-}
-
 /// Makes `container`'s image present as its pull policy asks, pulling with the credentials of
 /// the pod's `imagePullSecrets` that match its registry; returns the image as the runtime has it.
 async fn ensure_image(
@@ -281,7 +274,7 @@ async fn start_container(ctx: &Ctx, run: &PodRun<'_>, name: &str, attempt: u32) 
         host_ip: &ctx.host_ip,
         referenced,
         mounts: &[],
-        allocatable: node_resources(),
+        allocatable: ctx.allocatable,
     };
     let mounts = container_mounts(pod, container, volumes, &context)?;
     let context = ContainerContext { mounts: &mounts, ..context };

@@ -900,13 +900,9 @@ impl Debug for Volumes {
 impl Volumes {
     /// A volume manager keeping pod volumes under `<pods_dir>/<uid>/volumes`. Nothing is
     /// watched before [`Volumes::start`].
-    pub fn new(client: kube::Client, pods_dir: PathBuf) -> Volumes {
-        let cpus = std::thread::available_parallelism().map_or(1, usize::from);
-        let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-        let node = NodeResources {
-            cpu_millis: i64::try_from(cpus).unwrap_or(1).saturating_mul(1000),
-            memory_bytes: super::node::parse_meminfo_total(&meminfo).and_then(|b| i64::try_from(b).ok()).unwrap_or(0),
-        };
+    /// `node`: the node's cpu and memory (`resourceFieldRef` in downward API files, the size of
+    /// memory-backed emptyDirs).
+    pub fn new(client: kube::Client, pods_dir: PathBuf, node: NodeResources) -> Volumes {
         Volumes {
             client,
             pods_dir,
