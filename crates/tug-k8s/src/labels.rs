@@ -158,6 +158,7 @@ impl Selector {
         !self.never && self.requirements.is_empty()
     }
 
+    #[inline]
     pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
         self.matches_with(|k| labels.get(k).map(String::as_str))
     }
