@@ -14,6 +14,7 @@ pub mod intstr;
 pub mod labels;
 pub mod node;
 pub mod nodeaffinity;
+pub mod pods;
 pub mod qos;
 pub mod quantity;
 pub mod taints;

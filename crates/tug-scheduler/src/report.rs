@@ -6,7 +6,7 @@
 //! drops under overload too). Binding never goes through here.
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Event, ObjectReference, Pod, PodCondition};
+use k8s_openapi::api::core::v1::{Event, Pod, PodCondition};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;
@@ -20,25 +20,8 @@ const QUEUE_CAPACITY: usize = 16 * 1024;
 /// How many reports are written at once: few, so reports trail binds rather than compete with them.
 const CONCURRENT_WRITES: usize = 8;
 
-/// The pod a report is about.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PodRef {
-    pub namespace: String,
-    pub name: String,
-    pub uid: String,
-    pub resource_version: Option<String>,
-}
-
-impl PodRef {
-    pub fn of(pod: &Pod) -> PodRef {
-        PodRef {
-            namespace: pod.metadata.namespace.clone().unwrap_or_else(|| "default".into()),
-            name: pod.metadata.name.clone().unwrap_or_default(),
-            uid: pod.metadata.uid.clone().unwrap_or_default(),
-            resource_version: pod.metadata.resource_version.clone(),
-        }
-    }
-}
+/// The pod a report is about (`tug_k8s::pods`).
+pub use tug_k8s::pods::PodRef;
 
 /// One thing to write.
 #[derive(Debug, Clone)]
@@ -61,22 +44,13 @@ pub fn pod_event(
     instance: &str,
     now: jiff::Timestamp,
 ) -> Event {
-    let regarding = ObjectReference {
-        api_version: Some("v1".into()),
-        kind: Some("Pod".into()),
-        namespace: Some(pod.namespace.clone()),
-        name: Some(pod.name.clone()),
-        uid: Some(pod.uid.clone()),
-        resource_version: pod.resource_version.clone(),
-        ..ObjectReference::default()
-    };
     let source = events::Source { component: COMPONENT, host: None, instance: Some(instance) };
-    events::event(regarding, source, events::Happening { warning, reason, message }, now)
+    events::event(pod.object_reference(), source, events::Happening { warning, reason, message }, now)
 }
 
 /// The `Scheduled` event of a pod bound to `node`.
 pub fn scheduled_event(pod: &PodRef, node: &str, instance: &str, now: jiff::Timestamp) -> Event {
-    let message = format!("Successfully assigned {}/{} to {node}", pod.namespace, pod.name);
+    let message = format!("Successfully assigned {pod} to {node}");
     pod_event(pod, false, "Scheduled", &message, instance, now)
 }
 

@@ -713,7 +713,7 @@ impl Scheduler {
                     return;
                 }
                 let pod = PodRef::of(&pending.pod);
-                tracing::debug!(pod = %format!("{}/{}", pod.namespace, pod.name), %why, "pod is unschedulable");
+                tracing::debug!(%pod, %why, "pod is unschedulable");
                 let wall = jiff::Timestamp::now();
                 let current = pending.pod.status.as_ref().and_then(|s| s.conditions.as_deref()).unwrap_or_default();
                 if let Some(conditions) = report::unschedulable_conditions(current, &why, wall) {
@@ -745,7 +745,7 @@ impl Scheduler {
                 self.reporter.send(Report::Event(Box::new(event)));
             }
             Err(e) => {
-                tracing::warn!(pod = %format!("{}/{}", pod.namespace, pod.name), %node, error = %e, "binding failed; will retry");
+                tracing::warn!(%pod, %node, error = %e, "binding failed; will retry");
                 let now = Instant::now();
                 if !self.placed.contains_key(uid) {
                     self.snapshot.remove_pod(uid);
