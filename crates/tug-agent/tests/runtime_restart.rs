@@ -162,7 +162,18 @@ async fn a_killed_containerd_is_restarted_and_its_pods_carry_on() {
     let state = status.expect("the container is known to the new containerd").into_inner().status.map(|s| s.state);
     assert_eq!(state, Some(1), "CONTAINER_RUNNING");
 
-    let events = node_events(&cluster.client, &options.node_name).await;
+    // The agent records each event just after the status it describes, so they may trail the
+    // watch that saw the node Ready again.
+    let events = eventually("the node's restart, NodeNotReady and NodeReady events", DEADLINE, || async {
+        let events = node_events(&cluster.client, &options.node_name).await;
+        let has = |reason: &str| events.iter().any(|(_, r, _)| r == reason);
+        if [RUNTIME_RESTARTED_REASON, "NodeNotReady", "NodeReady"].into_iter().all(has) {
+            Ok(events)
+        } else {
+            Err(format!("events so far: {events:?}"))
+        }
+    })
+    .await;
     let restarted = events.iter().find(|(_, reason, _)| reason == RUNTIME_RESTARTED_REASON);
     let (kind, _, message) = restarted.unwrap_or_else(|| panic!("a restart event; got {events:?}"));
     assert_eq!(kind, "Warning");
