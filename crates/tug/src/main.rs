@@ -28,9 +28,6 @@ enum Command {
     Sim(SimArgs),
     /// Dry-run placement: where the pods of a manifest would land now, and why some cannot. Changes nothing.
     Plan(PlanArgs),
-    /// Kubernetes-compatible verbs (get, apply, delete, ...), reading KUBECONFIG.
-    #[command(external_subcommand)]
-    Verb(Vec<String>),
 }
 
 #[derive(Debug, Args)]
@@ -167,17 +164,6 @@ struct PlanArgs {
     strategy: String,
 }
 
-/// Known kubectl-style verbs; anything else is a typo, and says so.
-const VERBS: &[&str] = &[
-    "get", "describe", "apply", "create", "delete", "scale", "rollout", "logs", "exec", "expose", "set", "cordon",
-    "uncordon", "drain", "plan", "run", "label", "annotate", "edit", "replace", "patch",
-];
-
-fn not_yet(what: &str) -> ExitCode {
-    eprintln!("tug: {what} is not implemented yet in this build of Tugboat.");
-    ExitCode::from(2)
-}
-
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("TUG_LOG").unwrap_or_else(|_| "info".into()))
@@ -189,15 +175,6 @@ fn main() -> ExitCode {
         Command::Agent(args) => agent(args),
         Command::Sim(args) => sim(args),
         Command::Plan(args) => plan(args),
-        Command::Verb(argv) => {
-            let verb = argv.first().map(String::as_str).unwrap_or_default();
-            if VERBS.contains(&verb) {
-                not_yet(&format!("`tug {verb}`"))
-            } else {
-                eprintln!("tug: unknown command {verb:?}. Run `tug --help` for the list of commands.");
-                ExitCode::from(2)
-            }
-        }
     }
 }
 
