@@ -16,10 +16,7 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, Time};
 
 use crate::pods::{self, is_active, is_available, is_ready};
-use crate::runtime::{self, Context, Enqueue, Informer, Key, Owned, PodAction, Request};
-
-// The CronJob controller still names it here.
-pub use crate::runtime::api_message;
+use crate::runtime::{self, Context, Enqueue, Informer, Key, Owned, PodAction, Request, api_message};
 
 /// At most this many pods are created or deleted per reconcile (Kubernetes' burstReplicas).
 pub const BURST_REPLICAS: usize = 500;

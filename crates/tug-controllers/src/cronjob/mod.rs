@@ -18,7 +18,7 @@ use kube::api::{Api, DeleteParams, PostParams, Preconditions};
 use self::core::{Action, Observed, reconcile};
 use crate::events::{Note, Recorder};
 use crate::pods;
-use crate::replicaset::api_message;
+use crate::runtime::api_message;
 use crate::runtime::{Cache, Informer, Key, Queue, run_workers};
 
 /// The loop around [`core::reconcile`].
