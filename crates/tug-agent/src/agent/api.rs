@@ -48,10 +48,11 @@ use tug_cri::v1::{
     AttachRequest, Container, ContainerFilter, ContainerState, ExecRequest, ListContainersRequest,
     ListPodSandboxRequest, PodSandboxFilter, PodSandboxState, PodSandboxStateValue, PortForwardRequest,
 };
+use tug_k8s::pods::PodRef;
 
 use super::AgentError;
 use super::logs::{self, LogOptions, LogSource};
-use super::spec::{CONTAINER_NAME_LABEL, NODE_LABEL, POD_NAME_LABEL, POD_NAMESPACE_LABEL, POD_UID_LABEL, PodRef};
+use super::spec::{CONTAINER_NAME_LABEL, NODE_LABEL, POD_NAME_LABEL, POD_NAMESPACE_LABEL, POD_UID_LABEL};
 use super::translate::{self, StreamKind};
 
 /// The client identity the agent serves: the API server's kubelet-client certificate.
@@ -409,8 +410,8 @@ impl AgentApi {
         };
         let uid = newest.labels.get(POD_UID_LABEL).cloned().unwrap_or_default();
         let current = newest.metadata.as_ref().map_or(0, |m| m.attempt);
-        let pod_ref = PodRef { uid, name: pod.into(), namespace: namespace.into() };
-        let container_dir = self.pods_dir.join(pod_ref.log_dir_name()).join(container);
+        let pod_ref = PodRef { uid, name: pod.into(), namespace: namespace.into(), resource_version: None };
+        let container_dir = self.pods_dir.join(logs::pod_log_dir_name(&pod_ref)).join(container);
         let attempt = if options.previous {
             let previous = current.checked_sub(1).filter(|a| logs::attempt_file(&container_dir, *a).exists());
             previous.ok_or_else(|| {

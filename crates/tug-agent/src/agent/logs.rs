@@ -14,9 +14,16 @@ use bytes::Bytes;
 use jiff::Timestamp;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio::sync::mpsc;
+use tug_k8s::pods::PodRef;
 
 /// How often a followed file is checked for new lines (the kubelet waits on inotify).
 const FOLLOW_POLL: Duration = Duration::from_millis(100);
+
+/// The pod's log directory name under the agent's `pods/` dir, as the kubelet names it:
+/// `<namespace>_<name>_<uid>`.
+pub fn pod_log_dir_name(pod: &PodRef) -> String {
+    format!("{}_{}_{}", pod.namespace, pod.name, pod.uid)
+}
 
 /// Which output of the container a line came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -6,6 +6,8 @@
 //! - [`plan`] — the pure sync core: desired pod vs. observed sandboxes/containers → actions
 //!   (sandbox, init containers in order, containers, restarts with back-off, teardown).
 //! - [`status`] — the pure status core: phase, conditions, container states, IPs, QoS.
+//!   [`probe_results`] — what the prober found, as the status reads it; [`qos`] — the pod's QoS
+//!   class (status and cgroup parent).
 //! - [`spec`] — the pure pod → CRI config translation (sandbox and containers).
 //! - [`cni`] — the node's bridge conflist. [`node`] — Node, status and Lease.
 //! - `pods` — the IO around the cores: the pod watch, the runtime relist, per-pod workers.
@@ -36,7 +38,9 @@ pub mod logs;
 pub mod node;
 pub mod plan;
 mod pods;
+pub mod probe_results;
 pub mod probes;
+pub mod qos;
 pub mod spdy;
 pub mod spec;
 pub mod status;

@@ -30,13 +30,15 @@ use tug_cri::v1::{
     PullImageRequest, RemoveContainerRequest, RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest,
     StopContainerRequest, StopPodSandboxRequest,
 };
+use tug_k8s::pods::PodRef;
 
 use super::AgentError;
 use super::auth;
+use super::logs::pod_log_dir_name;
 use super::plan::{Action, ContainerState, Desired, Observed, ObservedContainer, ObservedSandbox, RestartPolicy, plan};
 use super::probes::{Prober, kill_message};
 use super::spec::{
-    ContainerContext, NODE_LABEL, NodeResources, POD_UID_LABEL, PodRef, Referenced, container_config, environment,
+    ContainerContext, NODE_LABEL, NodeResources, POD_UID_LABEL, Referenced, container_config, environment,
     pod_cgroup_dirs, sandbox_config, verify_run_as_non_root,
 };
 use super::status::{Facts, StartFailure, needs_write, pod_status};
@@ -314,7 +316,7 @@ async fn execute(
     let mut failures = Vec::new();
     let live = observed.live_sandbox();
     let (mut sandbox_id, mut pod_ip) = (live.map(|s| s.id.clone()), live.map(|s| s.ip.clone()).unwrap_or_default());
-    let log_dir = pod.map(|p| ctx.pods_dir.join(PodRef::of(p).log_dir_name())).unwrap_or_default();
+    let log_dir = pod.map(|p| ctx.pods_dir.join(pod_log_dir_name(&PodRef::of(p)))).unwrap_or_default();
     let starts_containers = actions.iter().any(|a| matches!(a, Action::StartContainer { .. }));
     let referenced = match pod {
         Some(pod) if starts_containers => read_referenced(ctx, pod).await?,

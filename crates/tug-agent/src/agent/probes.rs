@@ -1,8 +1,8 @@
 //! Container probes, as the kubelet runs them: liveness, readiness and startup probes by
 //! `httpGet`, `tcpSocket` or `exec`.
 //!
-//! The pure core ([`Timing`], [`Check::of`], [`Tracker`], [`readiness`]) turns probe settings
-//! and outcomes into results: a result changes only after `successThreshold` /
+//! The pure core ([`Timing`], [`Check::of`], [`Tracker`]) turns probe settings and outcomes
+//! into results (read by the status through `probe_results`): a result changes only after `successThreshold` /
 //! `failureThreshold` equal outcomes in a row. The [`Prober`] runs one tokio task per probe of
 //! each running container (started and stopped by the pod sync through [`Prober::sync`]),
 //! keeps the results the status is computed from, and tells the pod loop (a channel of pod
@@ -24,10 +24,11 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 use tug_cri::v1::ExecSyncRequest;
+use tug_k8s::pods::PodRef;
 
 use super::events::{Happening, kubelet_event};
 use super::plan::{ContainerState, Observed};
-use super::spec::PodRef;
+use super::probe_results::{ProbeResults, Results};
 
 /// At most this much of a probe's output goes into its failure message (the kubelet's limit).
 const MAX_OUTPUT: usize = 10 * 1024;
@@ -187,29 +188,6 @@ impl Tracker {
         self.result = Some(success);
         Some(success)
     }
-}
-
-/// The results of one container's startup and readiness probes (`None`: no result yet).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Results {
-    pub started: Option<bool>,
-    pub ready: Option<bool>,
-}
-
-/// The probe results of running containers, by container id.
-pub type ProbeResults = HashMap<String, Results>;
-
-/// Whether a container has started and is ready (`started`, `ready` of its status): a running
-/// container without a startup probe has started, one without a readiness probe is ready once
-/// started; otherwise their results decide.
-pub fn readiness(container: &Container, running: bool, results: Option<&Results>) -> (bool, bool) {
-    if !running {
-        return (false, false);
-    }
-    let results = results.copied().unwrap_or_default();
-    let started = container.startup_probe.is_none() || results.started == Some(true);
-    let ready = started && (container.readiness_probe.is_none() || results.ready == Some(true));
-    (started, ready)
 }
 
 /// An event about container `container` of `pod`, as the kubelet reports it.
@@ -720,29 +698,6 @@ mod tests {
     }
 
     #[test]
-    fn readiness_follows_startup_and_readiness_results() {
-        let plain = container(serde_json::json!({"name": "c"}));
-        let probed = container(serde_json::json!({
-            "name": "c",
-            "startupProbe": {"exec": {"command": ["true"]}},
-            "readinessProbe": {"exec": {"command": ["true"]}},
-        }));
-        let results = |started, ready| Results { started, ready };
-        let cases = [
-            (&plain, true, None, (true, true)),
-            (&plain, false, None, (false, false)),
-            (&probed, true, None, (false, false)),
-            (&probed, true, Some(results(Some(true), None)), (true, false)),
-            (&probed, true, Some(results(Some(true), Some(true))), (true, true)),
-            (&probed, true, Some(results(Some(false), Some(true))), (false, false)),
-            (&probed, false, Some(results(Some(true), Some(true))), (false, false)),
-        ];
-        for (container, running, results, expected) in cases {
-            assert_eq!(readiness(container, running, results.as_ref()), expected, "{running} {results:?}");
-        }
-    }
-
-    #[test]
     fn checks_resolve_ports_paths_and_hosts() {
         let c = container(serde_json::json!({"name": "web", "ports": [{"name": "http", "containerPort": 8080}]}));
         let probe = |json| -> Probe { serde_json::from_value(json).expect("probe") };
@@ -802,7 +757,7 @@ mod tests {
 
     #[test]
     fn events_name_the_container_and_the_kubelet() {
-        let pod = PodRef { uid: "u".into(), name: "p".into(), namespace: "ns".into() };
+        let pod = PodRef { uid: "u".into(), name: "p".into(), namespace: "ns".into(), resource_version: None };
         let now = Timestamp::from_second(1_700_000_000).expect("time");
         let event = container_event(&pod, "main", "n1", (true, "Unhealthy", "Liveness probe failed: "), now);
         assert_eq!(event.involved_object.field_path.as_deref(), Some("spec.containers{main}"));

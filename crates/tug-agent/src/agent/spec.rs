@@ -11,6 +11,9 @@ use tug_cri::v1::{
     LinuxContainerResources, LinuxContainerSecurityContext, LinuxPodSandboxConfig, LinuxSandboxSecurityContext, Mount,
     NamespaceMode, NamespaceOption, PodSandboxConfig, PodSandboxMetadata, PortMapping, Protocol, SecurityProfile,
 };
+use tug_k8s::pods::PodRef;
+
+use super::qos::qos_class;
 
 /// Labels the kubelet puts on sandboxes and containers; adoption after a restart finds pods by them.
 pub const POD_UID_LABEL: &str = "io.kubernetes.pod.uid";
@@ -88,40 +91,18 @@ pub struct ContainerContext<'a> {
 #[error("{0}")]
 pub struct ConfigError(pub String);
 
-/// Identity of a pod on this node.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PodRef {
-    pub uid: String,
-    pub name: String,
-    pub namespace: String,
-}
-
-impl PodRef {
-    pub fn of(pod: &Pod) -> PodRef {
-        PodRef {
-            uid: pod.metadata.uid.clone().unwrap_or_default(),
-            name: pod.metadata.name.clone().unwrap_or_default(),
-            namespace: pod.metadata.namespace.clone().unwrap_or_else(|| "default".into()),
-        }
-    }
-
-    /// The labels every sandbox and container of this pod carries.
-    pub fn labels(&self, node: &str) -> HashMap<String, String> {
-        [
-            (POD_UID_LABEL, self.uid.as_str()),
-            (POD_NAME_LABEL, self.name.as_str()),
-            (POD_NAMESPACE_LABEL, self.namespace.as_str()),
-            (NODE_LABEL, node),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-    }
-
-    /// The pod's log directory name under the agent's `pods/` dir, as the kubelet names it.
-    pub fn log_dir_name(&self) -> String {
-        format!("{}_{}_{}", self.namespace, self.name, self.uid)
-    }
+/// The labels every sandbox and container of `pod` carries: adoption after a restart finds
+/// them by these.
+pub fn pod_labels(pod: &PodRef, node: &str) -> HashMap<String, String> {
+    [
+        (POD_UID_LABEL, pod.uid.as_str()),
+        (POD_NAME_LABEL, pod.name.as_str()),
+        (POD_NAMESPACE_LABEL, pod.namespace.as_str()),
+        (NODE_LABEL, node),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
 }
 
 /// The host's resolver settings (`/etc/resolv.conf`): nameservers, search domains, options.
@@ -152,7 +133,7 @@ fn hostname(pod: &Pod) -> String {
 pub fn sandbox_config(pod: &Pod, node: &str, attempt: u32, dns: &DnsConfig, log_directory: &str) -> PodSandboxConfig {
     let pod_ref = PodRef::of(pod);
     let mut labels = pod.metadata.labels.clone().unwrap_or_default().into_iter().collect::<HashMap<_, _>>();
-    labels.extend(pod_ref.labels(node));
+    labels.extend(pod_labels(&pod_ref, node));
     let port_mappings = pod
         .spec
         .iter()
@@ -476,7 +457,7 @@ const READONLY_PATHS: [&str; 5] = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/
 /// does with the cgroupfs driver.
 pub fn cgroup_parent(pod: &Pod) -> String {
     let [guaranteed, burstable, best_effort] = pod_cgroup_dirs(&PodRef::of(pod).uid);
-    match super::status::qos_class(pod).as_str() {
+    match qos_class(pod).as_str() {
         "Guaranteed" => guaranteed,
         "Burstable" => burstable,
         _ => best_effort,
@@ -638,7 +619,7 @@ pub fn container_config(
     let ContainerContext { node, attempt, .. } = *context;
     let env = environment(pod, container, context)?;
     let expand_all = |items: &Option<Vec<String>>| items.iter().flatten().map(|s| expand(s, &env)).collect();
-    let mut labels = PodRef::of(pod).labels(node);
+    let mut labels = pod_labels(&PodRef::of(pod), node);
     labels.insert(CONTAINER_NAME_LABEL.into(), container.name.clone());
     let image = container.image.clone().unwrap_or_default();
     if image.is_empty() {

@@ -10,7 +10,8 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::plan::{ContainerState, Desired, Observed, ObservedContainer, Restart, RestartPolicy, next_restart};
-use super::probes::{ProbeResults, readiness};
+use super::probe_results::{ProbeResults, readiness};
+use super::qos::qos_class;
 
 /// The containerID scheme the kubelet reports for containerd.
 pub const CONTAINER_ID_SCHEME: &str = "containerd://";
@@ -32,15 +33,6 @@ pub struct Facts<'a> {
 
 fn time_of_nanos(ns: i64) -> Option<Time> {
     (ns > 0).then(|| Timestamp::from_nanosecond(i128::from(ns)).ok().map(Time)).flatten()
-}
-
-/// The QoS class of a pod: the one the API server set on create, computed the same way
-/// (`tug_k8s::qos`) only for a pod that somehow lacks it.
-pub fn qos_class(pod: &Pod) -> String {
-    match pod.status.as_ref().and_then(|s| s.qos_class.clone()) {
-        Some(class) => class,
-        None => tug_k8s::qos::qos_class(&serde_json::to_value(pod).unwrap_or_default()).to_string(),
-    }
 }
 
 fn waiting(reason: &str, message: Option<String>) -> ApiState {
@@ -282,7 +274,7 @@ pub fn needs_write(server: Option<&PodStatus>, new: &PodStatus) -> bool {
 #[cfg(test)]
 mod tests {
     use super::super::plan::{ObservedSandbox, RestartPolicy};
-    use super::super::probes::Results;
+    use super::super::probe_results::Results;
     use super::*;
 
     const SECOND: i64 = 1_000_000_000;
@@ -540,18 +532,5 @@ mod tests {
         assert_eq!(status_with(None), not_ready);
         assert_eq!(status_with(Some(false)), not_ready);
         assert_eq!(status_with(Some(true)), ("Running".into(), true, Some(true), "True".into(), "True".into()));
-    }
-
-    #[test]
-    fn qos_classes() {
-        let cases = [
-            (serde_json::json!({}), "BestEffort"),
-            (serde_json::json!({"requests": {"cpu": "100m"}}), "Burstable"),
-            (serde_json::json!({"limits": {"cpu": "1", "memory": "64Mi"}}), "Guaranteed"),
-            (serde_json::json!({"limits": {"cpu": "1", "memory": "64Mi"}, "requests": {"cpu": "500m"}}), "Burstable"),
-        ];
-        for (resources, class) in cases {
-            assert_eq!(qos_class(&pod("Always", resources.clone())), class, "{resources}");
-        }
     }
 }

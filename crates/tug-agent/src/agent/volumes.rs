@@ -37,7 +37,9 @@ use kube::runtime::{WatchStreamExt, watcher};
 use tokio::sync::mpsc;
 use tug_cri::v1::{Mount, MountPropagation};
 
-use super::spec::{NodeResources, PodRef, Referenced, expand, resource_field_value};
+use tug_k8s::pods::PodRef;
+
+use super::spec::{NodeResources, Referenced, expand, resource_field_value};
 
 /// Mode of projected files when neither the item nor the volume names one (the API default, 0644).
 const DEFAULT_FILE_MODE: u32 = 0o644;
