@@ -1,59 +1,24 @@
-//! Pod volumes, the kubelet's volume manager in small.
-//!
-//! The pure core turns a pod, its volumes and what the agent resolved for them (ConfigMaps,
-//! Secrets, bound claims, the node's allocatable resources) into [`PlannedVolume`]s — a
-//! directory on the host and how to set it up — and a container's `volumeMounts` into CRI
-//! [`Mount`]s. The IO around it ([`Volumes`]) sets volumes up before a pod's containers start,
-//! keeps ConfigMap/Secret/downward-API files current, and tears everything down when the pod is
-//! finalized.
-//!
-//! Layout, as the kubelet's: `<pods_dir>/<uid>/volumes/kubernetes.io~<plugin>/<volume>`.
-//! Files of `configMap`, `secret`, `downwardAPI` and `projected` volumes are written the
-//! kubelet's atomic way: a fresh `..<timestamp>` directory, a `..data` symlink swapped to it with
-//! one rename, and per-entry symlinks `<key> -> ..data/<key>`, so a reader sees either the old
-//! or the new set of files, never a mix. `emptyDir` with `medium: Memory` and `secret` volumes
-//! live on a tmpfs (secrets never touch the disk).
-//!
-//! Updates: one watch of all ConfigMaps and one of all Secrets feed a cache; every pod that
-//! syncs records what it refers to, and a change to such an object wakes exactly those pods,
-//! whose next sync rewrites the files (no polling, no GET per sync).
+//! The pure core of pod volumes: a pod, its volumes and what the agent resolved for them
+//! (ConfigMaps, Secrets, bound claims, the node's allocatable resources) become
+//! [`PlannedVolume`]s — a directory on the host and how to set it up — and a container's
+//! `volumeMounts` become CRI [`Mount`]s. No IO.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::fmt::Debug;
-use std::io::Write;
-use std::os::unix::fs::{FileTypeExt, PermissionsExt, symlink};
+use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::{
     ConfigMap, ConfigMapProjection, Container, DownwardAPIVolumeFile, KeyToPath, PersistentVolume,
     PersistentVolumeClaim, Pod, Secret, SecretProjection, Volume, VolumeMount,
 };
-use k8s_openapi::serde::de::DeserializeOwned;
-use kube::api::Api;
-use kube::runtime::{WatchStreamExt, watcher};
-use tokio::sync::mpsc;
 use tug_cri::v1::{Mount, MountPropagation};
 
-use tug_k8s::pods::PodRef;
-
-use super::spec::{NodeResources, Referenced, expand, resource_field_value};
+use super::super::spec::{NodeResources, Referenced, expand, resource_field_value};
+use super::atomic::{FileContent, Payload, check_payload_path};
 
 /// Mode of projected files when neither the item nor the volume names one (the API default, 0644).
 const DEFAULT_FILE_MODE: u32 = 0o644;
 /// An `emptyDir` is writable by any user of the pod, as the kubelet makes it.
-const EMPTY_DIR_MODE: u32 = 0o777;
-/// The symlink naming the current timestamped directory of an atomically written volume.
-const DATA_LINK: &str = "..data";
-const DATA_LINK_TMP: &str = "..data_tmp";
-/// How long a sync waits for the ConfigMap/Secret cache's first list before giving up (retried).
-const CACHE_SYNC_WAIT: Duration = Duration::from_secs(10);
-
-// ---------------------------------------------------------------------------------------------
-// The pure core.
-// ---------------------------------------------------------------------------------------------
+pub const EMPTY_DIR_MODE: u32 = 0o777;
 
 /// Why a volume could not be set up; shown as the kubelet shows it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -64,20 +29,10 @@ pub struct VolumeError {
 }
 
 impl VolumeError {
-    fn new(volume: &str, message: impl Into<String>) -> VolumeError {
+    pub fn new(volume: &str, message: impl Into<String>) -> VolumeError {
         VolumeError { volume: volume.into(), message: message.into() }
     }
 }
-
-/// One file of an atomically written volume.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FileContent {
-    pub data: Vec<u8>,
-    pub mode: u32,
-}
-
-/// The files of a volume by relative path (`a/b.txt`).
-pub type Payload = BTreeMap<String, FileContent>;
 
 /// The `type` of a `hostPath` volume.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -501,15 +456,6 @@ fn go_quote(text: &str) -> String {
     out
 }
 
-/// A payload path must stay inside the volume: relative, no `..` element, not starting with `..`
-/// (the kubelet's own entries).
-fn check_payload_path(path: &str) -> Result<(), String> {
-    let bad = path.is_empty()
-        || path.starts_with("..")
-        || Path::new(path).components().any(|c| !matches!(c, Component::Normal(_)));
-    if bad { Err(format!("invalid file path {path:?} in volume")) } else { Ok(()) }
-}
-
 /// A container's mount of a volume, before its subPath (if any) is made on the host.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PlannedMount {
@@ -596,591 +542,6 @@ pub fn persistent_volume_path(name: &str, found: Option<&PersistentVolume>) -> R
     }
 }
 
-/// The mount points listed in `/proc/self/mountinfo` (octal escapes such as `\040` decoded).
-pub fn mount_points(mountinfo: &str) -> Vec<PathBuf> {
-    mountinfo.lines().filter_map(|line| line.split(' ').nth(4)).map(|p| PathBuf::from(unescape_octal(p))).collect()
-}
-
-fn unescape_octal(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let digits = bytes.get(i + 1..i + 4).filter(|d| d.iter().all(|b| (b'0'..=b'7').contains(b)));
-        match (bytes[i], digits) {
-            (b'\\', Some(d)) => {
-                let value = d.iter().fold(0u32, |acc, b| acc * 8 + u32::from(b - b'0'));
-                out.push(u8::try_from(value).unwrap_or(b'?'));
-                i += 4;
-            }
-            (b, _) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-// ---------------------------------------------------------------------------------------------
-// Atomic writes of a payload (the kubelet's AtomicWriter).
-// ---------------------------------------------------------------------------------------------
-
-fn io_context(what: &str, path: &Path) -> impl FnOnce(std::io::Error) -> String {
-    let text = format!("{what} {}", path.display());
-    move |e| format!("{text}: {e}")
-}
-
-/// The files under `dir` (relative path → content and mode), following nothing.
-fn read_tree(dir: &Path) -> std::io::Result<Payload> {
-    let mut found = Payload::new();
-    let mut pending = vec![PathBuf::new()];
-    while let Some(relative) = pending.pop() {
-        for entry in std::fs::read_dir(dir.join(&relative))? {
-            let entry = entry?;
-            let path = relative.join(entry.file_name());
-            let meta = entry.metadata()?;
-            if meta.is_dir() {
-                pending.push(path);
-            } else {
-                let data = std::fs::read(entry.path())?;
-                found.insert(path.to_string_lossy().into_owned(), FileContent { data, mode: meta.mode_bits() });
-            }
-        }
-    }
-    Ok(found)
-}
-
-trait ModeBits {
-    fn mode_bits(&self) -> u32;
-}
-
-impl ModeBits for std::fs::Metadata {
-    fn mode_bits(&self) -> u32 {
-        self.permissions().mode() & 0o7777
-    }
-}
-
-/// The first element of each payload path: the entries users see in the volume.
-fn visible_entries(payload: &Payload) -> BTreeSet<String> {
-    payload.keys().filter_map(|p| p.split('/').next()).map(str::to_string).collect()
-}
-
-/// Writes `payload` into `dir` atomically; `Ok(false)` when it was already there.
-pub fn write_atomically(dir: &Path, payload: &Payload) -> Result<bool, String> {
-    for path in payload.keys() {
-        check_payload_path(path)?;
-    }
-    std::fs::create_dir_all(dir).map_err(io_context("creating", dir))?;
-    let data_link = dir.join(DATA_LINK);
-    let old = std::fs::read_link(&data_link).ok();
-    let visible = visible_entries(payload);
-    if let Some(old) = &old
-        && read_tree(&dir.join(old)).is_ok_and(|current| &current == payload)
-    {
-        ensure_visible_links(dir, &visible)?;
-        return Ok(false);
-    }
-    let stamp = jiff::Timestamp::now().strftime("%Y_%m_%d_%H_%M_%S").to_string();
-    let nanos = jiff::Timestamp::now().subsec_nanosecond();
-    let mut name = format!("..{stamp}.{nanos:09}");
-    let mut attempt = 0;
-    while dir.join(&name).exists() {
-        attempt += 1;
-        name = format!("..{stamp}.{nanos:09}-{attempt}");
-    }
-    let ts_dir = dir.join(&name);
-    std::fs::create_dir(&ts_dir).map_err(io_context("creating", &ts_dir))?;
-    std::fs::set_permissions(&ts_dir, std::fs::Permissions::from_mode(0o755))
-        .map_err(io_context("setting the mode of", &ts_dir))?;
-    for (relative, content) in payload {
-        let path = ts_dir.join(relative);
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(io_context("creating", parent))?;
-        }
-        let mut file = std::fs::File::create(&path).map_err(io_context("creating", &path))?;
-        file.write_all(&content.data).map_err(io_context("writing", &path))?;
-        file.set_permissions(std::fs::Permissions::from_mode(content.mode))
-            .map_err(io_context("setting the mode of", &path))?;
-    }
-    // The swap: a new symlink renamed over `..data` replaces it in one step.
-    let tmp_link = dir.join(DATA_LINK_TMP);
-    let _ = std::fs::remove_file(&tmp_link);
-    symlink(&name, &tmp_link).map_err(io_context("linking", &tmp_link))?;
-    std::fs::rename(&tmp_link, &data_link).map_err(io_context("renaming to", &data_link))?;
-    ensure_visible_links(dir, &visible)?;
-    for entry in std::fs::read_dir(dir).map_err(io_context("reading", dir))?.flatten() {
-        let entry_name = entry.file_name().to_string_lossy().into_owned();
-        if !entry_name.starts_with("..") && !visible.contains(&entry_name) {
-            let _ = std::fs::remove_file(entry.path());
-        }
-    }
-    if let Some(old) = old.filter(|old| old.as_os_str() != name.as_str()) {
-        let _ = std::fs::remove_dir_all(dir.join(old));
-    }
-    Ok(true)
-}
-
-fn ensure_visible_links(dir: &Path, visible: &BTreeSet<String>) -> Result<(), String> {
-    for entry in visible {
-        let link = dir.join(entry);
-        if std::fs::symlink_metadata(&link).is_err() {
-            symlink(Path::new(DATA_LINK).join(entry), &link).map_err(io_context("linking", &link))?;
-        }
-    }
-    Ok(())
-}
-
-// ---------------------------------------------------------------------------------------------
-// The ConfigMap/Secret cache.
-// ---------------------------------------------------------------------------------------------
-
-type Key = (String, String);
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    ConfigMap,
-    Secret,
-}
-
-#[derive(Default)]
-struct CacheState {
-    config_maps: HashMap<Key, ConfigMap>,
-    secrets: HashMap<Key, Secret>,
-    /// What each pod (by uid) refers to: its namespace, ConfigMap names, Secret names.
-    users: HashMap<String, (String, Vec<String>, Vec<String>)>,
-    /// Where to send the uids of pods whose referenced objects changed.
-    wake: Option<mpsc::UnboundedSender<String>>,
-}
-
-impl CacheState {
-    /// Wakes every pod referring to `(kind, key)`.
-    fn wake_users(&self, kind: Kind, key: &Key) {
-        let Some(wake) = &self.wake else { return };
-        for (uid, (namespace, config_maps, secrets)) in &self.users {
-            let names = if kind == Kind::ConfigMap { config_maps } else { secrets };
-            if *namespace == key.0 && names.contains(&key.1) {
-                let _ = wake.send(uid.clone());
-            }
-        }
-    }
-}
-
-/// An object kind the cache keeps.
-trait Cached:
-    kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-    + Clone
-    + DeserializeOwned
-    + Debug
-    + Send
-    + Sync
-    + 'static
-{
-    const KIND: Kind;
-    fn map(state: &mut CacheState) -> &mut HashMap<Key, Self>;
-}
-
-impl Cached for ConfigMap {
-    const KIND: Kind = Kind::ConfigMap;
-    fn map(state: &mut CacheState) -> &mut HashMap<Key, Self> {
-        &mut state.config_maps
-    }
-}
-
-impl Cached for Secret {
-    const KIND: Kind = Kind::Secret;
-    fn map(state: &mut CacheState) -> &mut HashMap<Key, Self> {
-        &mut state.secrets
-    }
-}
-
-fn key_of<K: kube::Resource>(object: &K) -> Key {
-    let meta = object.meta();
-    (meta.namespace.clone().unwrap_or_default(), meta.name.clone().unwrap_or_default())
-}
-
-fn version_of<K: kube::Resource>(object: Option<&K>) -> Option<String> {
-    object.and_then(|o| o.meta().resource_version.clone())
-}
-
-struct Cache {
-    state: Mutex<CacheState>,
-    /// Whether each kind was listed once (ConfigMaps, Secrets).
-    synced: [tokio::sync::watch::Sender<bool>; 2],
-}
-
-impl Cache {
-    fn lock(&self) -> MutexGuard<'_, CacheState> {
-        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    fn synced_flag(&self, kind: Kind) -> &tokio::sync::watch::Sender<bool> {
-        &self.synced[usize::from(kind == Kind::Secret)]
-    }
-
-    /// Applies one watch event; `pending` collects a (re)list until it is complete.
-    fn apply<K: Cached>(&self, event: watcher::Event<K>, pending: &mut Option<HashMap<Key, K>>) {
-        let mut state = self.lock();
-        match event {
-            watcher::Event::Init => *pending = Some(HashMap::new()),
-            watcher::Event::InitApply(object) => {
-                pending.get_or_insert_with(HashMap::new).insert(key_of(&object), object);
-            }
-            watcher::Event::InitDone => {
-                let fresh = pending.take().unwrap_or_default();
-                let old = std::mem::replace(K::map(&mut state), fresh);
-                let current = K::map(&mut state).clone();
-                let keys: BTreeSet<&Key> = old.keys().chain(current.keys()).collect();
-                for key in keys {
-                    if version_of(old.get(key)) != version_of(current.get(key)) {
-                        state.wake_users(K::KIND, key);
-                    }
-                }
-                drop(state);
-                self.synced_flag(K::KIND).send_replace(true);
-            }
-            watcher::Event::Apply(object) => {
-                let key = key_of(&object);
-                let before = K::map(&mut state).insert(key.clone(), object.clone());
-                if version_of(before.as_ref()) != version_of(Some(&object)) {
-                    state.wake_users(K::KIND, &key);
-                }
-            }
-            watcher::Event::Delete(object) => {
-                let key = key_of(&object);
-                K::map(&mut state).remove(&key);
-                state.wake_users(K::KIND, &key);
-            }
-        }
-    }
-
-    async fn wait_synced(&self) -> Result<(), String> {
-        let wait = async {
-            for flag in &self.synced {
-                let _ = flag.subscribe().wait_for(|synced| *synced).await;
-            }
-        };
-        tokio::time::timeout(CACHE_SYNC_WAIT, wait)
-            .await
-            .map_err(|_| "the ConfigMap and Secret watches have not listed yet".to_string())
-    }
-}
-
-async fn watch_kind<K: Cached>(client: kube::Client, cache: Arc<Cache>) {
-    let api: Api<K> = Api::all(client);
-    let events = watcher(api, watcher::Config::default()).default_backoff();
-    tokio::pin!(events);
-    let mut pending = None;
-    while let Some(event) = events.next().await {
-        match event {
-            Ok(event) => cache.apply(event, &mut pending),
-            Err(error) => tracing::warn!(%error, kind = ?K::KIND, "volume source watch failed; resuming"),
-        }
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// The IO: prepare, refresh, tear down.
-// ---------------------------------------------------------------------------------------------
-
-/// The agent's volume manager.
-pub struct Volumes {
-    client: kube::Client,
-    pods_dir: PathBuf,
-    node: NodeResources,
-    cache: Arc<Cache>,
-    /// Pods whose volumes were set up, by uid.
-    prepared: Mutex<HashMap<String, Arc<PodVolumes>>>,
-}
-
-impl Debug for Volumes {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Volumes").field("pods_dir", &self.pods_dir).field("node", &self.node).finish_non_exhaustive()
-    }
-}
-
-impl Volumes {
-    /// A volume manager keeping pod volumes under `<pods_dir>/<uid>/volumes`. Nothing is
-    /// watched before [`Volumes::start`].
-    /// `node`: the node's cpu and memory (`resourceFieldRef` in downward API files, the size of
-    /// memory-backed emptyDirs).
-    pub fn new(client: kube::Client, pods_dir: PathBuf, node: NodeResources) -> Volumes {
-        Volumes {
-            client,
-            pods_dir,
-            node,
-            cache: Arc::new(Cache {
-                state: Mutex::new(CacheState::default()),
-                synced: [tokio::sync::watch::channel(false).0, tokio::sync::watch::channel(false).0],
-            }),
-            prepared: Mutex::new(HashMap::new()),
-        }
-    }
-
-    /// Starts the ConfigMap and Secret watches; the receiver yields the uids of pods whose
-    /// referenced objects changed (sync them). Abort the handle to stop watching.
-    pub fn start(&self) -> (tokio::task::JoinHandle<()>, mpsc::UnboundedReceiver<String>) {
-        let (sender, receiver) = mpsc::unbounded_channel();
-        self.cache.lock().wake = Some(sender);
-        let (client, cache) = (self.client.clone(), self.cache.clone());
-        let task = tokio::spawn(async move {
-            tokio::join!(watch_kind::<ConfigMap>(client.clone(), cache.clone()), watch_kind::<Secret>(client, cache));
-        });
-        (task, receiver)
-    }
-
-    fn prepared(&self) -> MutexGuard<'_, HashMap<String, Arc<PodVolumes>>> {
-        self.prepared.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// The ConfigMaps and Secrets `pod` refers to, from the cache (once it has listed); the pod
-    /// is woken when any of them changes. Missing ones are left out.
-    pub async fn referenced(&self, pod: &Pod) -> Result<Referenced, String> {
-        let pod_ref = PodRef::of(pod);
-        let (config_maps, secrets) = Referenced::names_in(pod);
-        self.cache.lock().users.insert(pod_ref.uid.clone(), (pod_ref.namespace.clone(), config_maps, secrets));
-        self.cache.wait_synced().await?;
-        let state = self.cache.lock();
-        let (_, config_maps, secrets) = &state.users[&pod_ref.uid];
-        let key = |name: &String| (pod_ref.namespace.clone(), name.clone());
-        Ok(Referenced {
-            config_maps: config_maps
-                .iter()
-                .filter_map(|n| state.config_maps.get(&key(n)).map(|o| (n.clone(), o.clone())))
-                .collect(),
-            secrets: secrets
-                .iter()
-                .filter_map(|n| state.secrets.get(&key(n)).map(|o| (n.clone(), o.clone())))
-                .collect(),
-        })
-    }
-
-    /// Sets up the volumes of `pod` (first time) or brings its files up to date (later); what
-    /// a failed first setup says is the pod's waiting message, and the next sync retries.
-    pub async fn sync(&self, pod: &Pod) -> Result<Arc<PodVolumes>, VolumeError> {
-        let uid = PodRef::of(pod).uid;
-        let referenced = self.referenced(pod).await.map_err(|message| VolumeError::new("*", message))?;
-        let existing = self.prepared().get(&uid).cloned();
-        if let Some(prepared) = existing {
-            self.refresh(pod, &referenced);
-            return Ok(prepared);
-        }
-        let prepared = Arc::new(self.prepare(pod, &referenced).await?);
-        self.prepared().insert(uid, prepared.clone());
-        Ok(prepared)
-    }
-
-    fn inputs<'a>(
-        &'a self,
-        referenced: &'a Referenced,
-        claims: &'a BTreeMap<String, Result<PathBuf, String>>,
-    ) -> Inputs<'a> {
-        Inputs { referenced, claims, node: self.node }
-    }
-
-    async fn prepare(&self, pod: &Pod, referenced: &Referenced) -> Result<PodVolumes, VolumeError> {
-        let pod_ref = PodRef::of(pod);
-        let claims = self.resolve_claims(pod).await;
-        let dir = pod_volumes_dir(&self.pods_dir, &pod_ref.uid);
-        let planned = plan_volumes(pod, &dir, &self.inputs(referenced, &claims))?;
-        let mounted = mount_points(&std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default());
-        for volume in &planned {
-            set_up(volume, &mounted).await.map_err(|message| VolumeError::new(&volume.name, message))?;
-        }
-        Ok(PodVolumes::of(&planned))
-    }
-
-    /// Rewrites the files of the pod's ConfigMap, Secret, downward-API and projected volumes
-    /// when their sources changed; a source gone meanwhile keeps the last files (as the kubelet).
-    fn refresh(&self, pod: &Pod, referenced: &Referenced) {
-        let dir = pod_volumes_dir(&self.pods_dir, &PodRef::of(pod).uid);
-        let no_claims = BTreeMap::new();
-        let inputs = self.inputs(referenced, &no_claims);
-        let volumes = pod.spec.as_ref().and_then(|s| s.volumes.as_deref()).unwrap_or_default();
-        let file_volumes = volumes.iter().filter(|v| {
-            v.config_map.is_some() || v.secret.is_some() || v.downward_api.is_some() || v.projected.is_some()
-        });
-        for volume in file_volumes {
-            let written = plan_volume(pod, volume, &dir, &inputs).map_err(|e| e.to_string()).and_then(|planned| {
-                let Setup::Files { payload, .. } = &planned.setup else { return Ok(false) };
-                write_atomically(&planned.host_path, payload)
-            });
-            match written {
-                Ok(true) => tracing::debug!(pod = ?pod.metadata.name, volume = %volume.name, "volume files updated"),
-                Ok(false) => {}
-                Err(error) => {
-                    tracing::warn!(pod = ?pod.metadata.name, volume = %volume.name, %error, "volume not refreshed")
-                }
-            }
-        }
-    }
-
-    /// The host path of every claim the pod mounts, or why it has none.
-    async fn resolve_claims(&self, pod: &Pod) -> BTreeMap<String, Result<PathBuf, String>> {
-        let namespace = PodRef::of(pod).namespace;
-        let volumes = pod.spec.as_ref().and_then(|s| s.volumes.as_deref()).unwrap_or_default();
-        let mut claims = BTreeMap::new();
-        for claim in volumes.iter().filter_map(|v| v.persistent_volume_claim.as_ref()) {
-            let path = self.claim_path(&namespace, &claim.claim_name).await;
-            claims.insert(claim.claim_name.clone(), path);
-        }
-        claims
-    }
-
-    async fn claim_path(&self, namespace: &str, claim: &str) -> Result<PathBuf, String> {
-        let claims: Api<PersistentVolumeClaim> = Api::namespaced(self.client.clone(), namespace);
-        let found = claims.get_opt(claim).await.map_err(|e| format!("reading persistentvolumeclaim {claim:?}: {e}"))?;
-        let volume = bound_volume_name(claim, found.as_ref())?;
-        let volumes: Api<PersistentVolume> = Api::all(self.client.clone());
-        let found = volumes.get_opt(&volume).await.map_err(|e| format!("reading persistentvolume {volume:?}: {e}"))?;
-        persistent_volume_path(&volume, found.as_ref())
-    }
-
-    /// The CRI mounts of `container` of a prepared pod, with subPaths made on the host. `env`
-    /// expands `subPathExpr`.
-    pub fn mounts_for(
-        container: &Container,
-        volumes: &PodVolumes,
-        env: &[(String, String)],
-    ) -> Result<Vec<Mount>, String> {
-        let planned = container_mounts(container, volumes, env)?;
-        planned.into_iter().map(|p| ensure_sub_path(&p).map(|()| p.mount)).collect()
-    }
-
-    /// Unmounts and removes everything of pod `uid` under the pods dir and forgets it; an error
-    /// leaves the directory in place (nothing is deleted through a mount).
-    pub async fn teardown(&self, uid: &str) -> Result<(), String> {
-        self.cache.lock().users.remove(uid);
-        self.prepared().remove(uid);
-        let pod_dir = self.pods_dir.join(uid);
-        if uid.is_empty() || !pod_dir.exists() {
-            return Ok(());
-        }
-        let under = |mountinfo: &str| {
-            let mut points: Vec<PathBuf> =
-                mount_points(mountinfo).into_iter().filter(|p| p.starts_with(&pod_dir)).collect();
-            points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
-            points.dedup();
-            points
-        };
-        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")
-            .map_err(io_context("reading", Path::new("/proc/self/mountinfo")))?;
-        for point in under(&mountinfo) {
-            run_command("umount", &[point.as_os_str()]).await?;
-        }
-        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-        if let Some(left) = under(&mountinfo).first() {
-            return Err(format!("{} is still mounted", left.display()));
-        }
-        match std::fs::remove_dir_all(&pod_dir) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io_context("removing", &pod_dir)(e)),
-            _ => Ok(()),
-        }
-    }
-}
-
-async fn run_command(program: &str, args: &[&std::ffi::OsStr]) -> Result<(), String> {
-    let output = tokio::process::Command::new(program)
-        .args(args)
-        .output()
-        .await
-        .map_err(|e| format!("running {program}: {e}"))?;
-    if output.status.success() {
-        Ok(())
-    } else {
-        Err(format!("{program} {:?}: {}", args, String::from_utf8_lossy(&output.stderr).trim()))
-    }
-}
-
-fn file_kind(path: &Path) -> FileKind {
-    let Ok(meta) = std::fs::metadata(path) else { return FileKind::Missing };
-    let kind = meta.file_type();
-    if kind.is_dir() {
-        FileKind::Directory
-    } else if kind.is_file() {
-        FileKind::File
-    } else if kind.is_socket() {
-        FileKind::Socket
-    } else if kind.is_char_device() {
-        FileKind::CharDevice
-    } else if kind.is_block_device() {
-        FileKind::BlockDevice
-    } else {
-        FileKind::Other
-    }
-}
-
-fn make_dir(path: &Path, mode: Option<u32>) -> Result<(), String> {
-    std::fs::create_dir_all(path).map_err(io_context("creating", path))?;
-    match mode {
-        Some(mode) => std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-            .map_err(io_context("setting the mode of", path)),
-        None => Ok(()),
-    }
-}
-
-/// Mounts a tmpfs on `dir` unless one is there (a restarted agent finds its mounts).
-async fn ensure_tmpfs(dir: &Path, size_bytes: Option<u64>, mounted: &[PathBuf]) -> Result<(), String> {
-    if mounted.iter().any(|p| p == dir) {
-        return Ok(());
-    }
-    let options = match size_bytes {
-        Some(size) => format!("size={size}"),
-        None => "defaults".into(),
-    };
-    let args = ["-t", "tmpfs", "-o", &options, "tmpfs"].map(std::ffi::OsStr::new);
-    let mut all: Vec<&std::ffi::OsStr> = args.to_vec();
-    all.push(dir.as_os_str());
-    run_command("mount", &all).await
-}
-
-async fn set_up(volume: &PlannedVolume, mounted: &[PathBuf]) -> Result<(), String> {
-    let path = &volume.host_path;
-    match &volume.setup {
-        Setup::EmptyDir { memory, size_bytes } => {
-            make_dir(path, Some(EMPTY_DIR_MODE))?;
-            if *memory {
-                ensure_tmpfs(path, *size_bytes, mounted).await?;
-                make_dir(path, Some(EMPTY_DIR_MODE))?;
-            }
-            Ok(())
-        }
-        Setup::HostPath { kind } => match host_path_step(*kind, file_kind(path), path)? {
-            HostPathStep::Ready => Ok(()),
-            HostPathStep::CreateDirectory => make_dir(path, Some(0o755)),
-            HostPathStep::CreateFile => std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .map(drop)
-                .map_err(io_context("creating", path)),
-        },
-        Setup::Files { payload, tmpfs } => {
-            make_dir(path, Some(0o755))?;
-            if *tmpfs {
-                ensure_tmpfs(path, None, mounted).await?;
-                make_dir(path, Some(0o755))?;
-            }
-            write_atomically(path, payload).map(drop)
-        }
-        Setup::Claim => make_dir(path, None),
-    }
-}
-
-/// Makes a missing subPath a directory (with its volume's mode) and refuses one that leads
-/// outside its volume through a symlink.
-fn ensure_sub_path(planned: &PlannedMount) -> Result<(), String> {
-    let Some(volume) = &planned.sub_path_of else { return Ok(()) };
-    let path = Path::new(&planned.mount.host_path);
-    if std::fs::symlink_metadata(path).is_err() {
-        let mode = std::fs::metadata(volume).map(|m| m.mode_bits()).ok();
-        make_dir(path, mode)?;
-    }
-    let real = path.canonicalize().map_err(io_context("resolving", path))?;
-    let root = volume.canonicalize().map_err(io_context("resolving", volume))?;
-    if real.starts_with(&root) { Ok(()) } else { Err(format!("subPath {} leads outside its volume", path.display())) }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1231,10 +592,6 @@ mod tests {
         )
     }
 
-    fn file(data: &str, mode: u32) -> FileContent {
-        FileContent { data: data.as_bytes().to_vec(), mode }
-    }
-
     fn payload_of(volume: &PlannedVolume) -> Payload {
         match &volume.setup {
             Setup::Files { payload, .. } => payload.clone(),
@@ -1255,15 +612,18 @@ mod tests {
         assert!(volumes[0].read_only);
         assert_eq!(
             payload_of(&volumes[0]),
-            Payload::from([("a.conf".into(), file("A", 0o600)), ("b.conf".into(), file("B", 0o600))])
+            Payload::from([
+                ("a.conf".into(), FileContent::text("A", 0o600)),
+                ("b.conf".into(), FileContent::text("B", 0o600))
+            ])
         );
-        assert_eq!(payload_of(&volumes[1]), Payload::from([("dir/b".into(), file("B", 0o640))]));
+        assert_eq!(payload_of(&volumes[1]), Payload::from([("dir/b".into(), FileContent::text("B", 0o640))]));
         assert_eq!(
             volumes[2].setup,
             Setup::Files {
                 payload: Payload::from([
-                    ("password".into(), file("hunter2", 0o400)),
-                    ("user".into(), file("admin", 0o400))
+                    ("password".into(), FileContent::text("hunter2", 0o400)),
+                    ("user".into(), FileContent::text("admin", 0o400))
                 ]),
                 tmpfs: true
             }
@@ -1344,9 +704,9 @@ mod tests {
         assert_eq!(
             payload_of(&volumes[0]),
             Payload::from([
-                ("conf/a".into(), file("A", 0o440)),
-                ("ns".into(), file("shop", 0o440)),
-                ("user".into(), file("admin", 0o400)),
+                ("conf/a".into(), FileContent::text("A", 0o440)),
+                ("ns".into(), FileContent::text("shop", 0o440)),
+                ("user".into(), FileContent::text("admin", 0o400)),
             ])
         );
         assert!(volumes[0].host_path.ends_with("kubernetes.io~projected/all"));
@@ -1470,72 +830,5 @@ mod tests {
         );
         assert_eq!(persistent_volume_path("pv1", Some(&pv(json!({"local": {"path": "/srv/b"}})))), Ok("/srv/b".into()));
         assert!(persistent_volume_path("pv1", Some(&pv(json!({"nfs": {"server": "s", "path": "/"}})))).is_err());
-    }
-
-    #[test]
-    fn mountinfo_mount_points_are_decoded() {
-        let text =
-            "36 35 98:0 / /mnt/a\\040b rw - ext3 /dev/root rw\n40 35 0:5 / /tmp/x rw shared:1 - tmpfs tmpfs rw\n";
-        assert_eq!(mount_points(text), vec![PathBuf::from("/mnt/a b"), PathBuf::from("/tmp/x")]);
-    }
-
-    #[test]
-    fn atomic_writes_swap_the_data_link_and_drop_removed_keys() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let volume = dir.path().join("vol");
-        let first = Payload::from([("a".into(), file("1", 0o644)), ("sub/b".into(), file("2", 0o600))]);
-        assert_eq!(write_atomically(&volume, &first), Ok(true));
-        assert_eq!(std::fs::read_to_string(volume.join("a")).expect("a"), "1");
-        assert_eq!(std::fs::read_to_string(volume.join("sub/b")).expect("b"), "2");
-        assert_eq!(std::fs::read_link(volume.join("a")).expect("link"), Path::new("..data/a"));
-        let mode = std::fs::metadata(volume.join("sub/b")).expect("b").mode_bits();
-        assert_eq!(mode, 0o600);
-        let old_target = std::fs::read_link(volume.join(DATA_LINK)).expect("..data");
-        // The same payload again changes nothing.
-        assert_eq!(write_atomically(&volume, &first), Ok(false));
-        assert_eq!(std::fs::read_link(volume.join(DATA_LINK)).expect("..data"), old_target);
-        let second = Payload::from([("a".into(), file("3", 0o644))]);
-        assert_eq!(write_atomically(&volume, &second), Ok(true));
-        assert_eq!(std::fs::read_to_string(volume.join("a")).expect("a"), "3");
-        assert!(std::fs::symlink_metadata(volume.join("sub")).is_err(), "a removed key's entry goes");
-        assert!(!volume.join(&old_target).exists(), "the old timestamped dir goes");
-        let entries: Vec<String> = std::fs::read_dir(&volume)
-            .expect("dir")
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .collect();
-        assert_eq!(entries.len(), 3, "a, ..data and one timestamped dir: {entries:?}");
-    }
-
-    #[test]
-    fn cache_changes_wake_the_pods_that_refer_to_them() {
-        let cache = Cache {
-            state: Mutex::new(CacheState::default()),
-            synced: [tokio::sync::watch::channel(false).0, tokio::sync::watch::channel(false).0],
-        };
-        let (sender, mut receiver) = mpsc::unbounded_channel();
-        {
-            let mut state = cache.lock();
-            state.wake = Some(sender);
-            state.users.insert("p1".into(), ("shop".into(), vec!["cfg".into()], vec![]));
-            state.users.insert("p2".into(), ("other".into(), vec!["cfg".into()], vec![]));
-        }
-        let mut pending = None;
-        cache.apply(watcher::Event::Init, &mut pending);
-        cache.apply(watcher::Event::InitApply(config_map(json!({"k": "v"}))), &mut pending);
-        cache.apply::<ConfigMap>(watcher::Event::InitDone, &mut pending);
-        assert!(*cache.synced[0].borrow());
-        assert_eq!(receiver.try_recv().ok(), Some("p1".into()));
-        assert!(receiver.try_recv().is_err(), "only the pod of that namespace");
-        // The same version again (a relist) wakes nobody; a new one does.
-        cache.apply(watcher::Event::Apply(config_map(json!({"k": "v"}))), &mut pending);
-        assert!(receiver.try_recv().is_err());
-        let mut changed = config_map(json!({"k": "w"}));
-        changed.metadata.resource_version = Some("2".into());
-        cache.apply(watcher::Event::Apply(changed.clone()), &mut pending);
-        assert_eq!(receiver.try_recv().ok(), Some("p1".into()));
-        cache.apply(watcher::Event::Delete(changed), &mut pending);
-        assert_eq!(receiver.try_recv().ok(), Some("p1".into()));
-        assert!(cache.lock().config_maps.is_empty());
     }
 }
