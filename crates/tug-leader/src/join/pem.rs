@@ -1,94 +1,87 @@
 //! PEM certificates to DER, which is what `kube::Config::root_cert` takes (kube's own PEM
-//! reader is private and only reachable through its async kubeconfig loader).
+//! reader is private and only reachable through its async kubeconfig loader). The PEM framing
+//! and base64 are rustls's `pki_types::pem`, the reader rustls itself loads CA bundles with.
 
-/// The DER bytes of every `CERTIFICATE` block in `pem`, in order; an error names what is wrong.
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::{self, PemObject};
+
+/// The DER bytes of every `CERTIFICATE` block in `pem`, in order. Text around the blocks and
+/// blocks of other kinds (a key kept in the same file) are skipped, as client-go's
+/// `ParseCertsPEM` skips them; an error names what is wrong.
 pub fn certificates(pem: &str) -> Result<Vec<Vec<u8>>, String> {
-    const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
-    const END: &str = "-----END CERTIFICATE-----";
-    let mut out = Vec::new();
-    let mut rest = pem;
-    while let Some(start) = rest.find(BEGIN) {
-        let body_and_more = &rest[start + BEGIN.len()..];
-        let end = body_and_more.find(END).ok_or("a certificate block has no END line")?;
-        let body: String = body_and_more[..end].chars().filter(|c| !c.is_ascii_whitespace()).collect();
-        out.push(base64_decode(&body).ok_or("a certificate block is not valid base64")?);
-        rest = &body_and_more[end + END.len()..];
+    let ders = CertificateDer::pem_slice_iter(pem.as_bytes())
+        .map(|block| block.map(|der| der.to_vec()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(describe)?;
+    if ders.is_empty() {
+        return Err("no CERTIFICATE block (expected PEM text with '-----BEGIN CERTIFICATE-----' lines)".into());
     }
-    if out.is_empty() {
-        return Err("no CERTIFICATE block".into());
-    }
-    Ok(out)
+    Ok(ders)
 }
 
-/// Standard base64 with padding, as PEM uses; `None` on any other character or bad length.
-fn base64_decode(text: &str) -> Option<Vec<u8>> {
-    fn value(c: u8) -> Option<u32> {
-        match c {
-            b'A'..=b'Z' => Some(u32::from(c - b'A')),
-            b'a'..=b'z' => Some(u32::from(c - b'a') + 26),
-            b'0'..=b'9' => Some(u32::from(c - b'0') + 52),
-            b'+' => Some(62),
-            b'/' => Some(63),
-            _ => None,
+/// pki_types' error in words (its own Display shows the missing END label as a list of bytes).
+fn describe(error: pem::Error) -> String {
+    match error {
+        pem::Error::MissingSectionEnd { end_marker } => {
+            let label = String::from_utf8_lossy(&end_marker);
+            format!("a {label} block has no '-----END {label}-----' line")
         }
-    }
-    let bytes = text.as_bytes();
-    if !bytes.len().is_multiple_of(4) {
-        return None;
-    }
-    let mut out = Vec::with_capacity(bytes.len() / 4 * 3);
-    for (i, chunk) in bytes.chunks(4).enumerate() {
-        let last = i == bytes.len() / 4 - 1;
-        let padding = chunk.iter().rev().take_while(|&&c| c == b'=').count();
-        if padding > 2 || (padding > 0 && !last) {
-            return None;
+        pem::Error::IllegalSectionStart { line } => {
+            format!("malformed BEGIN line '{}'", String::from_utf8_lossy(&line).trim())
         }
-        let mut n = 0u32;
-        for &c in &chunk[..4 - padding] {
-            n = (n << 6) | value(c)?;
-        }
-        n <<= 6 * padding as u32;
-        let decoded = [(n >> 16) as u8, (n >> 8) as u8, n as u8];
-        out.extend_from_slice(&decoded[..3 - padding]);
+        pem::Error::Base64Decode(reason) => format!("a CERTIFICATE block is not valid base64: {reason}"),
+        other => other.to_string(),
     }
-    Some(out)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// A self-signed CA as `tug server` makes one: its PEM and its DER.
+    fn ca(name: &str) -> (String, Vec<u8>) {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.distinguished_name.push(rcgen::DnType::CommonName, name);
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let cert = params.self_signed(&key).expect("self-signed");
+        (cert.pem(), cert.der().to_vec())
+    }
+
     #[test]
-    fn base64_vectors() {
-        for (text, bytes) in [
-            ("", &b""[..]),
-            ("Zg==", b"f"),
-            ("Zm8=", b"fo"),
-            ("Zm9v", b"foo"),
-            ("Zm9vYg==", b"foob"),
-            ("Zm9vYmE=", b"fooba"),
-            ("Zm9vYmFy", b"foobar"),
-            ("+/8=", &[0xfb, 0xff]),
+    fn a_single_ca_is_read() {
+        let (pem, der) = ca("tugboat-ca");
+        assert_eq!(certificates(&pem), Ok(vec![der]));
+    }
+
+    /// A bundle during CA rotation holds the old and the new CA; both must be trusted, in order,
+    /// whatever the line ends and whatever sits between the blocks.
+    #[test]
+    fn every_certificate_of_a_bundle_is_read() {
+        let ((old_pem, old_der), (new_pem, new_der)) = (ca("tugboat-ca-old"), ca("tugboat-ca-new"));
+        let want = Ok(vec![old_der, new_der]);
+        let bundle = format!("{old_pem}{new_pem}");
+        assert_eq!(certificates(&bundle), want);
+        assert_eq!(certificates(&bundle.replace('\n', "\r\n")), want, "CRLF line ends");
+        let annotated = format!("# old CA\n{old_pem}\n# new CA, from 2025\n{new_pem}");
+        assert_eq!(certificates(&annotated), want, "comments between blocks");
+        let with_key = format!("{old_pem}-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n{new_pem}");
+        assert_eq!(certificates(&with_key), want, "a key block is skipped");
+    }
+
+    #[test]
+    fn bad_pem_is_an_error_that_says_why() {
+        let (pem, _) = ca("tugboat-ca");
+        for (text, says) in [
+            ("", "no CERTIFICATE block"),
+            ("not a certificate at all", "no CERTIFICATE block"),
+            ("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n", "no CERTIFICATE block"),
+            ("-----BEGIN CERTIFICATE-----\nMIIB", "no '-----END CERTIFICATE-----' line"),
+            ("-----BEGIN CERTIFICATE-----\n%%%%\n-----END CERTIFICATE-----\n", "not valid base64"),
+            (&pem.replacen("-----END CERTIFICATE-----", "", 1), "no '-----END CERTIFICATE-----' line"),
         ] {
-            assert_eq!(base64_decode(text).as_deref(), Some(bytes), "{text}");
+            let error = certificates(text).expect_err(text);
+            assert!(error.contains(says), "{text:?}: {error}");
         }
-        for bad in ["Zg=", "Z===", "Zg==Zm9v", "Zm9*"] {
-            assert_eq!(base64_decode(bad), None, "{bad}");
-        }
-    }
-
-    #[test]
-    fn every_certificate_block_is_read() {
-        let pem = "junk\n-----BEGIN CERTIFICATE-----\nZm9v\nYmFy\n-----END CERTIFICATE-----\n\
-                   -----BEGIN CERTIFICATE-----\r\nZg==\r\n-----END CERTIFICATE-----\n";
-        assert_eq!(certificates(pem), Ok(vec![b"foobar".to_vec(), b"f".to_vec()]));
-    }
-
-    #[test]
-    fn bad_pem_is_an_error() {
-        assert!(certificates("").unwrap_err().contains("no CERTIFICATE"));
-        assert!(certificates("-----BEGIN CERTIFICATE-----\nZm9v").unwrap_err().contains("END"));
-        let bad = "-----BEGIN CERTIFICATE-----\n%%%%\n-----END CERTIFICATE-----";
-        assert!(certificates(bad).unwrap_err().contains("base64"));
     }
 }
