@@ -44,14 +44,7 @@ pub async fn ensure_defaults(api: &Arc<Api>, addr: SocketAddr) {
     for ns in DEFAULT_NAMESPACES {
         ensure_namespace(api, ns).await;
     }
-    let svc = json!({
-        "apiVersion": "v1", "kind": "Service",
-        "metadata": {"name": "kubernetes", "namespace": "default", "labels": {"component": "apiserver", "provider": "kubernetes"}},
-        "spec": {"type": "ClusterIP", "clusterIP": "10.43.0.1", "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": addr.port()}]},
-    });
-    match api.create(&request("v1", "Service", Some("default"), None), &q, svc, &mut Reply::default()).await {
-        Ok(_) | Err(_) => {}
-    }
+    ensure_kubernetes_service(api, addr).await;
     let class = default_storage_class();
     match api.create(&request("storage.k8s.io/v1", "StorageClass", None, None), &q, class, &mut Reply::default()).await
     {
@@ -63,6 +56,181 @@ pub async fn ensure_defaults(api: &Arc<Api>, addr: SocketAddr) {
     // once it holds what was just written, or the first claim may miss its default class.
     if let Err(e) = api.cache.sync().await {
         tracing::warn!(error = %e, "the watch cache is behind the bootstrap objects");
+    }
+}
+
+/// The `kubernetes` Service in `default`, on the first address of the service CIDR, as
+/// kube-apiserver creates it. One that exists on another address (the CIDR changed) is left as
+/// it is: its cluster IP cannot change, and deleting it gets one on the new range at the next
+/// start.
+async fn ensure_kubernetes_service(api: &Arc<Api>, addr: SocketAddr) {
+    let ip = api.services.ranges().cidr.kubernetes_service_ip().to_string();
+    let req = request("v1", "Service", Some("default"), Some("kubernetes"));
+    if let Some(existing) = api.cache.get(&req.rt.key(Some("default"), "kubernetes")) {
+        let existing = existing.value();
+        let current = existing.pointer("/spec/clusterIP").and_then(Value::as_str).unwrap_or("");
+        if current != ip {
+            tracing::warn!(
+                current, expected = %ip,
+                "the kubernetes Service is not on the first address of --service-cidr; delete it to have it recreated there"
+            );
+        }
+        return;
+    }
+    let svc = json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "kubernetes", "namespace": "default", "labels": {"component": "apiserver", "provider": "kubernetes"}},
+        "spec": {"type": "ClusterIP", "clusterIP": ip, "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": addr.port()}]},
+    });
+    let create = request("v1", "Service", Some("default"), None);
+    match api.create(&create, &Query::default(), svc, &mut Reply::default()).await {
+        Ok(_) => tracing::info!(%ip, "created the kubernetes Service"),
+        // Another API server over the same datastore made it first.
+        Err(e) if e.code == 409 || e.message.contains("provided IP is already allocated") => {}
+        Err(e) => tracing::warn!(error = %e, "cannot create the kubernetes Service"),
+    }
+}
+
+/// Start-up checks of the Service address records: the ranges this server was given against
+/// the ones stored (a change is reported; addresses outside a new range are kept, as in
+/// Kubernetes), then a repair pass, so Services stored before the records existed (or by a
+/// server that crashed mid-write) are covered before any request is served.
+pub async fn check_service_allocations(api: &Arc<Api>) {
+    match api.services.record_ranges().await {
+        Ok(Some(before)) => tracing::warn!(
+            %before, now = ?api.services.ranges(),
+            "the service ranges changed since the last start: Services keep the addresses they have, new ones come from the new ranges"
+        ),
+        Ok(None) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot record the service ranges"),
+    }
+    if let Err(e) = api.services.repair(crate::alloc::records::REPAIR_GRACE).await {
+        tracing::warn!(error = %e, "the start-up repair of service allocations failed; it runs again later");
+    }
+}
+
+/// Where API servers announce themselves for the `kubernetes` Service's endpoints: one key per
+/// advertised address, expiring unless renewed (kube-apiserver's lease endpoint reconciler,
+/// `/masterleases/`), so several servers over one datastore all appear and a stopped one goes.
+const API_SERVER_LEASES: &str = "/tugboat/apiserver-leases/";
+const LEASE_TTL: Duration = Duration::from_secs(15);
+const LEASE_RENEWAL: Duration = Duration::from_secs(10);
+
+/// The address other hosts reach this server on: the listen address, or for a wildcard
+/// listener the address of the route to the outside (the one `--advertise-address` defaults
+/// to in Kubernetes), or loopback when there is none.
+pub fn advertised_ip(listen: SocketAddr) -> std::net::IpAddr {
+    if !listen.ip().is_unspecified() {
+        return listen.ip();
+    }
+    // A UDP connect sends nothing: it only picks the source address of the default route.
+    std::net::UdpSocket::bind("0.0.0.0:0")
+        .and_then(|s| s.connect("192.0.2.1:9").and_then(|_| s.local_addr()))
+        .map(|a| a.ip())
+        .unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]))
+}
+
+/// The `default/kubernetes` Endpoints and EndpointSlice for the API servers at `ips`, serving
+/// on `port` — what kube-apiserver's endpoint reconciler writes (the Endpoints marked
+/// skip-mirror; the slice labelled with the service name, without a managed-by label).
+pub fn kubernetes_endpoints(ips: &[std::net::IpAddr], port: u16) -> (Value, Value) {
+    let ports = json!([{"name": "https", "port": port, "protocol": "TCP"}]);
+    let endpoints = json!({
+        "apiVersion": "v1", "kind": "Endpoints",
+        "metadata": {"name": "kubernetes", "namespace": "default", "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},
+        "subsets": [{"addresses": ips.iter().map(|ip| json!({"ip": ip.to_string()})).collect::<Vec<_>>(), "ports": ports}],
+    });
+    let slice = json!({
+        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": "kubernetes", "namespace": "default", "labels": {"kubernetes.io/service-name": "kubernetes"}},
+        "addressType": if ips.iter().all(std::net::IpAddr::is_ipv6) && !ips.is_empty() { "IPv6" } else { "IPv4" },
+        "endpoints": ips.iter().map(|ip| json!({"addresses": [ip.to_string()], "conditions": {"ready": true}})).collect::<Vec<_>>(),
+        "ports": ports,
+    });
+    (endpoints, slice)
+}
+
+/// Keeps this server's lease and the `kubernetes` Service's endpoints current: at start and
+/// every [`LEASE_RENEWAL`], until the server stops.
+pub fn spawn_kubernetes_endpoints(api: Arc<Api>, listen: SocketAddr) {
+    let ip = advertised_ip(listen);
+    tokio::spawn(async move {
+        let mut shutdown = api.shutdown.clone();
+        loop {
+            if let Err(e) = reconcile_kubernetes_endpoints(&api, ip, listen.port()).await {
+                tracing::warn!(error = %e, "cannot update the kubernetes Service's endpoints; retrying");
+            }
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                _ = tokio::time::sleep(LEASE_RENEWAL) => {}
+            }
+        }
+    });
+}
+
+/// Renews this server's lease, then writes the Endpoints and EndpointSlice for every server
+/// holding one, when they differ from what is stored.
+pub async fn reconcile_kubernetes_endpoints(
+    api: &Arc<Api>,
+    ip: std::net::IpAddr,
+    port: u16,
+) -> Result<(), crate::ApiError> {
+    let key = format!("{API_SERVER_LEASES}{ip}");
+    let value = serde_json::to_vec(&json!({"port": port})).expect("JSON");
+    let store_err = crate::errors::from_store;
+    match api.store.get(&key, None).await.map_err(store_err)? {
+        Some(kv) => match api.store.update(&key, value, kv.mod_revision, Some(LEASE_TTL)).await {
+            Ok(_) | Err(tug_store::Error::Conflict { .. } | tug_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(store_err(e)),
+        },
+        None => match api.store.create(&key, value, Some(LEASE_TTL)).await {
+            Ok(_) | Err(tug_store::Error::AlreadyExists { .. }) => {}
+            Err(e) => return Err(store_err(e)),
+        },
+    }
+    let leases = api.store.list(API_SERVER_LEASES, tug_store::ListOptions::default()).await.map_err(store_err)?;
+    let mut ips: Vec<std::net::IpAddr> =
+        leases.items.iter().filter_map(|kv| kv.key.strip_prefix(API_SERVER_LEASES)?.parse().ok()).collect();
+    ips.sort();
+    let (endpoints, slice) = kubernetes_endpoints(&ips, port);
+    put_if_changed(api, "v1", "Endpoints", endpoints, &["subsets"]).await?;
+    put_if_changed(api, "discovery.k8s.io/v1", "EndpointSlice", slice, &["addressType", "endpoints", "ports"]).await
+}
+
+/// Creates `desired` (named `kubernetes` in `default`), or replaces the stored one when one of
+/// `fields` or the labels differ.
+async fn put_if_changed(
+    api: &Arc<Api>,
+    api_version: &str,
+    kind: &str,
+    mut desired: Value,
+    fields: &[&str],
+) -> Result<(), crate::ApiError> {
+    let q = Query::default();
+    let one = request(api_version, kind, Some("default"), Some("kubernetes"));
+    let current = match api.get(&one, &q).await {
+        Ok(current) => current,
+        Err(e) if e.code == 404 => {
+            let all = request(api_version, kind, Some("default"), None);
+            return match api.create(&all, &q, desired, &mut Reply::default()).await {
+                Ok(_) => Ok(()),
+                Err(e) if e.code == 409 => Ok(()),
+                Err(e) => Err(e),
+            };
+        }
+        Err(e) => return Err(e),
+    };
+    let same = fields.iter().all(|f| current.get(*f) == desired.get(*f))
+        && current.pointer("/metadata/labels") == desired.pointer("/metadata/labels");
+    if same {
+        return Ok(());
+    }
+    desired["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"].clone();
+    match api.update(&one, &q, crate::rest::WriteScope::Main, desired, &mut Reply::default()).await {
+        Ok(_) => Ok(()),
+        // Another server wrote it meanwhile; the next round looks again.
+        Err(e) if e.code == 409 => Ok(()),
+        Err(e) => Err(e),
     }
 }
 

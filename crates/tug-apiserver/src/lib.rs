@@ -39,7 +39,8 @@ use tug_core::registry::ResourceType;
 pub use tug_core::status::ApiError;
 use tug_store::Store;
 
-use crate::alloc::ServiceAllocator;
+use crate::alloc::ServiceRanges;
+use crate::alloc::records::ServiceAllocator;
 use crate::cache::WatchCache;
 use crate::metrics::Metrics;
 use crate::request::{Query, ResourceRequest, Route};
@@ -119,13 +120,14 @@ impl Api {
         root_ca_pem: String,
         shutdown: tokio_watch::Receiver<bool>,
         admission: Admission,
+        service_ranges: ServiceRanges,
     ) -> Result<Arc<Api>, tug_store::Error> {
         let cache = WatchCache::start(store.clone(), shutdown.clone()).await?;
         Ok(Arc::new(Api {
+            services: ServiceAllocator::new(store.clone(), service_ranges),
             store,
             cache,
             openapi: tug_openapi::OpenApi::build(),
-            services: ServiceAllocator::default(),
             metrics: Metrics::default(),
             tokens,
             root_ca_pem,

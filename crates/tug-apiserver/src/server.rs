@@ -26,6 +26,9 @@ pub struct ServerConfig {
     pub datastore: Datastore,
     pub compaction: CompactionPolicy,
     pub admission: crate::Admission,
+    /// Where Service cluster IPs and node ports come from (`--service-cidr`,
+    /// `--service-node-port-range`).
+    pub service_ranges: crate::alloc::ServiceRanges,
 }
 
 impl ServerConfig {
@@ -38,6 +41,7 @@ impl ServerConfig {
             datastore: Datastore::Sqlite { path: data_dir.join("state.db") },
             compaction: CompactionPolicy::default(),
             admission: crate::Admission::default(),
+            service_ranges: crate::alloc::ServiceRanges::default(),
         }
     }
 }
@@ -93,14 +97,14 @@ impl RunningServer {
 }
 
 /// The names the serving certificate covers: localhost, the listen address, and this host.
-fn certificate_names(listen: &SocketAddr) -> Vec<String> {
+fn certificate_names(listen: &SocketAddr, kubernetes_service_ip: std::net::Ipv4Addr) -> Vec<String> {
     let mut names = vec![
         "localhost".to_string(),
         "127.0.0.1".to_string(),
         "kubernetes".to_string(),
         "kubernetes.default".to_string(),
         "kubernetes.default.svc".to_string(),
-        "10.43.0.1".to_string(),
+        kubernetes_service_ip.to_string(),
     ];
     let ip = listen.ip();
     if !ip.is_unspecified() && !names.contains(&ip.to_string()) {
@@ -144,7 +148,10 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
     let listener =
         TcpListener::bind(config.listen).await.map_err(|source| StartError::Listen { addr: config.listen, source })?;
     let addr = listener.local_addr().map_err(|source| StartError::Listen { addr: config.listen, source })?;
-    let pki = Pki::load_or_create(&config.data_dir, &certificate_names(&addr))?;
+    let pki = Pki::load_or_create(
+        &config.data_dir,
+        &certificate_names(&addr, config.service_ranges.cidr.kubernetes_service_ip()),
+    )?;
     let host = if addr.ip().is_unspecified() { "127.0.0.1".to_string() } else { addr.ip().to_string() };
     let url = format!("https://{host}:{}", addr.port());
     let kubeconfig = config.data_dir.join("kubeconfig.yaml");
@@ -166,12 +173,23 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
         User { name: "system:tug-server".into(), groups: vec!["system:masters".into(), "system:authenticated".into()] },
     );
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let api = Api::new(store, tokens, pki.ca_cert_pem.clone(), shutdown_rx.clone(), config.admission.clone()).await?;
+    let api = Api::new(
+        store,
+        tokens,
+        pki.ca_cert_pem.clone(),
+        shutdown_rx.clone(),
+        config.admission.clone(),
+        config.service_ranges,
+    )
+    .await?;
     let kubelet_client = crate::proxy::KubeletClient::new(&pki.kubelet_client_cert_pem, &pki.kubelet_client_key_pem)
         .map_err(StartError::Tls)?;
     let _ = api.kubelet_client.set(kubelet_client);
+    bootstrap::check_service_allocations(&api).await;
     bootstrap::ensure_defaults(&api, addr).await;
     bootstrap::spawn_namespace_finalizer(api.clone());
+    bootstrap::spawn_kubernetes_endpoints(api.clone(), addr);
+    crate::alloc::records::spawn_repair(api.clone(), crate::alloc::records::REPAIR_INTERVAL);
 
     let acceptor = tls_acceptor(&pki)?;
     let task = tokio::spawn(accept_loop(listener, acceptor, api.clone(), shutdown_rx));

@@ -1019,6 +1019,7 @@ async fn an_etcd_backed_server_serves_and_keeps_objects() {
                 datastore,
                 compaction: tug_store::CompactionPolicy::default(),
                 admission: tug_apiserver::Admission::default(),
+                service_ranges: Default::default(),
             })
             .await
             .expect("the server starts on etcd");

@@ -108,18 +108,17 @@ impl Api {
             dry_run: q.dry_run,
         };
         self.admission_chain.mutate(self, &attrs, Some(&mut obj)).await?;
-        strategy.begin_create(self, rt, &mut obj)?;
+        let reserved = strategy.begin_write(self, rt, None, &mut obj, q.dry_run).await?;
         let causes = strategy.validate_create(rt, &obj);
         if !causes.is_empty() {
-            strategy.abort_create(self, &obj);
+            strategy.abort_write(self, &reserved).await;
             return Err(invalid(rt, &name, causes));
         }
         if let Err(e) = self.admission_chain.validate(self, &attrs, Some(&obj)).await {
-            strategy.abort_create(self, &obj);
+            strategy.abort_write(self, &reserved).await;
             return Err(e);
         }
         if q.dry_run {
-            strategy.abort_create(self, &obj);
             return Ok(obj);
         }
         let key = rt.key(ns.as_deref(), &name);
@@ -130,7 +129,7 @@ impl Api {
                 Ok(obj)
             }
             Err(e) => {
-                strategy.abort_create(self, &obj);
+                strategy.abort_write(self, &reserved).await;
                 Err(match e {
                     tug_store::Error::AlreadyExists { .. } => {
                         ApiError::already_exists(rt.group, &qualified_resource(rt), &name)
@@ -283,6 +282,7 @@ impl Api {
             }
             return match self.store.delete(&current.key, Some(current.mod_revision)).await {
                 Ok(d) => {
+                    strategy.after_delete(self, &old).await;
                     object::set_resource_version(&mut new, d.revision);
                     Ok(Some(new))
                 }
@@ -291,9 +291,16 @@ impl Api {
                 Err(e) => Err(from_store(e)),
             };
         }
+        // What the new version holds beyond the stored one (a Service's addresses), reserved
+        // last, so only a lost compare-and-swap or a store error has to give it back.
+        let reserved = match strategy.begin_write(self, rt, Some(&old), &mut new, dry_run).await {
+            Ok(reserved) => reserved,
+            Err(e) => return if cached { Ok(None) } else { Err(e) },
+        };
         let bytes = encode_for_storage(rt, &new);
         // Nothing changed: no write, no new resourceVersion (as Kubernetes). A cached copy
-        // carries its resourceVersion, so it is compared in its stored form.
+        // carries its resourceVersion, so it is compared in its stored form. (Unchanged means
+        // nothing was reserved either.)
         let unchanged = if cached { bytes == encode_for_storage(rt, &old) } else { bytes == current.value };
         if unchanged && cached {
             // Maybe only unchanged against a stale copy: make sure against the store.
@@ -305,12 +312,18 @@ impl Api {
         }
         match self.store.update(&current.key, bytes, current.mod_revision, ttl_for(rt)).await {
             Ok(rev) => {
+                strategy.after_update(self, &old, &new).await;
                 object::set_resource_version(&mut new, rev);
                 Ok(Some(new))
             }
-            Err(tug_store::Error::Conflict { .. }) => Ok(None),
-            Err(tug_store::Error::NotFound { .. }) => Err(not_found(rt, &name)),
-            Err(e) => Err(from_store(e)),
+            Err(e) => {
+                strategy.abort_write(self, &reserved).await;
+                match e {
+                    tug_store::Error::Conflict { .. } => Ok(None),
+                    tug_store::Error::NotFound { .. } => Err(not_found(rt, &name)),
+                    e => Err(from_store(e)),
+                }
+            }
         }
     }
 
@@ -557,7 +570,7 @@ impl Api {
             }
             match self.store.delete(&current.key, Some(current.mod_revision)).await {
                 Ok(d) => {
-                    strategy.after_delete(self, &obj);
+                    strategy.after_delete(self, &obj).await;
                     object::set_resource_version(&mut obj, d.revision);
                     return Ok(obj);
                 }

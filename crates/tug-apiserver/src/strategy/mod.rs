@@ -19,6 +19,8 @@ use tug_core::status::{ApiError, Cause};
 use tug_core::validation;
 
 use crate::Api;
+/// What a write reserved outside its object (the records of a Service's new addresses).
+pub use crate::alloc::records::Reservation;
 
 /// How the generic verbs treat objects of one kind. Every hook has the default behaviour, so a
 /// strategy implements only what is special about its kind.
@@ -50,15 +52,27 @@ pub trait Strategy: Send + Sync {
         validation::validate_update(rt, new, old)
     }
 
-    /// Reserves what a new object holds outside the store (a Service's IPs and ports), just
-    /// before validation. [`Strategy::abort_create`] gives it back when the object is not stored
-    /// (invalid, refused by admission, a dry run, or the store failed).
-    fn begin_create(&self, _api: &Api, _rt: &ResourceType, _obj: &mut Value) -> Result<(), ApiError> {
-        Ok(())
+    /// Reserves what a new version holds outside the store (a Service's IPs and ports) and
+    /// writes what it chose into it: `old` is the stored version on update, None on create.
+    /// Runs after admission's mutating phase, before validation on create and just before the
+    /// store write on update. A dry run reserves nothing but refuses what a real write would.
+    /// [`Strategy::abort_write`] gives back what it reserved when the version is not stored
+    /// (invalid, refused by admission, a dry run, a lost compare-and-swap, or the store failed).
+    fn begin_write<'a>(
+        &'a self,
+        _api: &'a Api,
+        _rt: &'a ResourceType,
+        _old: Option<&'a Value>,
+        _new: &'a mut Value,
+        _dry_run: bool,
+    ) -> BoxFuture<'a, Result<Reservation, ApiError>> {
+        Box::pin(async { Ok(Reservation::default()) })
     }
 
-    /// Gives back what [`Strategy::begin_create`] reserved for an object that was not stored.
-    fn abort_create(&self, _api: &Api, _obj: &Value) {}
+    /// Gives back what [`Strategy::begin_write`] reserved for a version that was not stored.
+    fn abort_write<'a>(&'a self, _api: &'a Api, _reserved: &'a Reservation) -> BoxFuture<'a, ()> {
+        Box::pin(async {})
+    }
 
     /// Runs once the new object is stored (not on a dry run).
     fn after_create<'a>(&'a self, _api: &'a Api, _obj: &'a Value) -> BoxFuture<'a, ()> {
@@ -92,8 +106,16 @@ pub trait Strategy: Send + Sync {
         true
     }
 
+    /// Runs once an update is stored (not on a dry run): gives back what `old` held and `new`
+    /// no longer does.
+    fn after_update<'a>(&'a self, _api: &'a Api, _old: &'a Value, _new: &'a Value) -> BoxFuture<'a, ()> {
+        Box::pin(async {})
+    }
+
     /// Runs once the object is gone from the store (not on a dry run).
-    fn after_delete(&self, _api: &Api, _obj: &Value) {}
+    fn after_delete<'a>(&'a self, _api: &'a Api, _obj: &'a Value) -> BoxFuture<'a, ()> {
+        Box::pin(async {})
+    }
 }
 
 /// The strategy of kinds with no special behaviour.
