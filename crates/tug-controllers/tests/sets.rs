@@ -13,13 +13,7 @@ use tug_testkit::eventually;
 
 mod support;
 
-use support::{Cluster, DEADLINE, first, is_ready, record_pods};
-
-/// The live (not deleting) pods labelled `app=<app>`.
-async fn live_pods(api: &Api<Pod>, app: &str) -> Vec<Pod> {
-    let list = api.list(&ListParams::default().labels(&format!("app={app}"))).await.expect("pods list");
-    list.items.into_iter().filter(|p| p.metadata.deletion_timestamp.is_none()).collect()
-}
+use support::{Cluster, DEADLINE, first, is_ready, live_pods, record_pods};
 
 fn stateful_set(replicas: i32, image: &str) -> StatefulSet {
     serde_json::from_value(json!({

@@ -6,77 +6,17 @@ use std::time::Duration;
 
 use futures::TryStreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::watcher;
-use kube::{Client, ResourceExt};
 use serde_json::json;
 use tokio::sync::watch;
-use tug_apiserver::server::{RunningServer, ServerConfig};
-use tug_controllers::pods::is_ready;
-use tug_sim::{self as sim, SimOptions};
 use tug_testkit::eventually;
 
-const DEADLINE: Duration = Duration::from_secs(60);
-/// Node grace and default toleration in these tests (20 s and 10 s in production).
-const NODE_GRACE: Duration = Duration::from_secs(2);
-const TOLERATION_SECONDS: i64 = 1;
-/// How often hollow nodes renew their leases here (10 s in production).
-const LEASE_INTERVAL: Duration = Duration::from_millis(300);
+mod support;
 
-/// A server with the scheduler and the controllers, all in this process.
-struct Cluster {
-    _dir: tempfile::TempDir,
-    _server: RunningServer,
-    client: Client,
-    stop: watch::Sender<bool>,
-}
-
-impl Cluster {
-    async fn start() -> Cluster {
-        let dir = tempfile::tempdir().expect("temporary directory");
-        let server = tug_apiserver::server::start(ServerConfig {
-            admission: tug_apiserver::Admission { default_toleration_seconds: TOLERATION_SECONDS },
-            ..ServerConfig::local(dir.path())
-        })
-        .await
-        .expect("the server starts");
-        let client = Client::new(server.local_service(), "default");
-        let (stop, stopped) = watch::channel(false);
-        let until_stopped = |mut rx: watch::Receiver<bool>| async move {
-            let _ = rx.wait_for(|s| *s).await;
-        };
-        let scheduler = tug_scheduler::run(client.clone(), Default::default(), until_stopped(stopped.clone()));
-        tokio::spawn(async move { scheduler.await.expect("the scheduler runs") });
-        let options = tug_controllers::ControllerOptions { node_grace: NODE_GRACE, ..Default::default() };
-        tokio::spawn(tug_controllers::run(client.clone(), options, until_stopped(stopped)));
-        Cluster { _dir: dir, _server: server, client, stop }
-    }
-
-    /// Hollow nodes named `<prefix>-<i>`, running until `stop` is sent.
-    fn nodes(&self, prefix: &str, count: usize) -> watch::Sender<bool> {
-        let (stop, mut stopped) = watch::channel(false);
-        let options = SimOptions {
-            nodes: count,
-            name_prefix: prefix.into(),
-            ready_delay: Duration::from_millis(50),
-            delete_delay: Duration::from_millis(100),
-            lease_interval: LEASE_INTERVAL,
-            ..SimOptions::default()
-        };
-        let task = sim::run(self.client.clone(), options, async move {
-            let _ = stopped.wait_for(|s| *s).await;
-        });
-        tokio::spawn(async move { task.await.expect("the sim runs") });
-        stop
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let _ = self.stop.send(true);
-    }
-}
+use support::{Cluster, DEADLINE, Setup, is_ready, live_pods, quick_nodes};
 
 fn deployment(name: &str, replicas: i32, image: &str, strategy: serde_json::Value) -> Deployment {
     serde_json::from_value(json!({
@@ -100,11 +40,6 @@ fn image_of(pod: &Pod) -> String {
     pod.spec.as_ref().and_then(|s| s.containers.first()).and_then(|c| c.image.clone()).unwrap_or_default()
 }
 
-async fn pods_of(api: &Api<Pod>, app: &str) -> Vec<Pod> {
-    let list = api.list(&ListParams::default().labels(&format!("app={app}"))).await.expect("pods list");
-    list.items.into_iter().filter(|p| p.metadata.deletion_timestamp.is_none()).collect()
-}
-
 /// Waits until the Deployment's rollout is complete as `kubectl rollout status` judges it.
 async fn rolled_out(api: &Api<Deployment>, name: &str, replicas: i32) -> Deployment {
     eventually("the rollout to complete", DEADLINE, || async {
@@ -123,17 +58,17 @@ async fn rolled_out(api: &Api<Deployment>, name: &str, replicas: i32) -> Deploym
 async fn a_replica_set_keeps_its_pods_and_replaces_a_deleted_one() {
     let cluster = Cluster::start().await;
     let _nodes = cluster.nodes("rs", 3);
-    let deployments: Api<Deployment> = Api::namespaced(cluster.client.clone(), "default");
-    let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), "default");
+    let deployments: Api<Deployment> = cluster.api();
+    let pods: Api<Pod> = cluster.api();
     deployments.create(&PostParams::default(), &deployment("web", 4, "busybox:1", json!({}))).await.expect("created");
     rolled_out(&deployments, "web", 4).await;
-    let before = pods_of(&pods, "web").await;
+    let before = live_pods(&pods, "web").await;
     assert_eq!(before.len(), 4);
     assert!(before.iter().all(|p| p.name_any().starts_with("web-")), "pods are named after their ReplicaSet");
     let victim = before[0].name_any();
     pods.delete(&victim, &DeleteParams::default()).await.expect("deleted");
     eventually("a replacement pod", DEADLINE, || async {
-        let now = pods_of(&pods, "web").await;
+        let now = live_pods(&pods, "web").await;
         let ready = now.iter().filter(|p| is_ready(p)).count();
         if now.len() == 4 && ready == 4 && now.iter().all(|p| p.name_any() != victim) {
             Ok(())
@@ -149,7 +84,7 @@ async fn a_replica_set_keeps_its_pods_and_replaces_a_deleted_one() {
         .expect("scaled");
     rolled_out(&deployments, "web", 2).await;
     eventually("two pods left", DEADLINE, || async {
-        let n = pods_of(&pods, "web").await.len();
+        let n = live_pods(&pods, "web").await.len();
         if n == 2 { Ok(()) } else { Err(format!("{n} pods")) }
     })
     .await;
@@ -168,9 +103,9 @@ struct Extremes {
 async fn a_rolling_update_respects_surge_and_unavailability_and_rolls_back() {
     let cluster = Cluster::start().await;
     let _nodes = cluster.nodes("roll", 4);
-    let deployments: Api<Deployment> = Api::namespaced(cluster.client.clone(), "default");
-    let sets: Api<ReplicaSet> = Api::namespaced(cluster.client.clone(), "default");
-    let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), "default");
+    let deployments: Api<Deployment> = cluster.api();
+    let sets: Api<ReplicaSet> = cluster.api();
+    let pods: Api<Pod> = cluster.api();
     let strategy = json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 1}});
     deployments.create(&PostParams::default(), &deployment("roll", 6, "busybox:1", strategy)).await.expect("created");
     rolled_out(&deployments, "roll", 6).await;
@@ -215,7 +150,7 @@ async fn a_rolling_update_respects_surge_and_unavailability_and_rolls_back() {
     let d = rolled_out(&deployments, "roll", 6).await;
     assert_eq!(d.annotations().get("deployment.kubernetes.io/revision").map(String::as_str), Some("2"));
     eventually("only new pods", DEADLINE, || async {
-        let now = pods_of(&pods, "roll").await;
+        let now = live_pods(&pods, "roll").await;
         if now.len() == 6 && now.iter().all(|p| image_of(p) == "busybox:2") {
             Ok(())
         } else {
@@ -251,7 +186,7 @@ async fn a_rolling_update_respects_surge_and_unavailability_and_rolls_back() {
         "no third set"
     );
     eventually("the old template's pods back", DEADLINE, || async {
-        let now = pods_of(&pods, "roll").await;
+        let now = live_pods(&pods, "roll").await;
         if now.len() == 6 && now.iter().all(|p| image_of(p) == "busybox:1") {
             Ok(())
         } else {
@@ -265,8 +200,8 @@ async fn a_rolling_update_respects_surge_and_unavailability_and_rolls_back() {
 async fn pause_holds_a_rollout_and_a_stuck_rollout_reports_its_deadline() {
     let cluster = Cluster::start().await;
     let _nodes = cluster.nodes("pause", 2);
-    let deployments: Api<Deployment> = Api::namespaced(cluster.client.clone(), "default");
-    let sets: Api<ReplicaSet> = Api::namespaced(cluster.client.clone(), "default");
+    let deployments: Api<Deployment> = cluster.api();
+    let sets: Api<ReplicaSet> = cluster.api();
     deployments.create(&PostParams::default(), &deployment("held", 2, "busybox:1", json!({}))).await.expect("created");
     rolled_out(&deployments, "held", 2).await;
     deployments
@@ -322,9 +257,9 @@ async fn pause_holds_a_rollout_and_a_stuck_rollout_reports_its_deadline() {
 async fn deletion_propagates_in_the_background_in_the_foreground_or_not_at_all() {
     let cluster = Cluster::start().await;
     let _nodes = cluster.nodes("gc", 2);
-    let deployments: Api<Deployment> = Api::namespaced(cluster.client.clone(), "default");
-    let sets: Api<ReplicaSet> = Api::namespaced(cluster.client.clone(), "default");
-    let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), "default");
+    let deployments: Api<Deployment> = cluster.api();
+    let sets: Api<ReplicaSet> = cluster.api();
+    let pods: Api<Pod> = cluster.api();
     for name in ["bg", "fg", "orphans"] {
         deployments
             .create(&PostParams::default(), &deployment(name, 2, "busybox:1", json!({})))
@@ -371,7 +306,7 @@ async fn deletion_propagates_in_the_background_in_the_foreground_or_not_at_all()
     .await;
     sets.delete(&set.name_any(), &DeleteParams::orphan()).await.expect("deleted");
     eventually("pods orphaned, not deleted", DEADLINE, || async {
-        let p = pods_of(&pods, "orphans").await;
+        let p = live_pods(&pods, "orphans").await;
         let owned = p.iter().filter(|p| !p.owner_references().is_empty()).count();
         let set_gone = sets.get_opt(&set.name_any()).await.map_err(|e| e.to_string())?.is_none();
         if p.len() == 2 && owned == 0 && set_gone { Ok(()) } else { Err(format!("{} pods, {owned} owned", p.len())) }
@@ -381,10 +316,13 @@ async fn deletion_propagates_in_the_background_in_the_foreground_or_not_at_all()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pods_of_a_stopped_node_come_back_elsewhere() {
-    let cluster = Cluster::start().await;
+    // Node grace and default toleration short (20 s and 10 s in production).
+    let node_grace = Duration::from_secs(2);
+    let setup = Setup { node_grace: Some(node_grace), default_toleration_seconds: Some(1), ..Setup::default() };
+    let cluster = Cluster::start_with(setup).await;
     let doomed = cluster.nodes("doomed", 1);
-    let deployments: Api<Deployment> = Api::namespaced(cluster.client.clone(), "default");
-    let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), "default");
+    let deployments: Api<Deployment> = cluster.api();
+    let pods: Api<Pod> = cluster.api();
     deployments
         .create(&PostParams::default(), &deployment("survivor", 3, "busybox:1", json!({})))
         .await
@@ -392,9 +330,9 @@ async fn pods_of_a_stopped_node_come_back_elsewhere() {
     rolled_out(&deployments, "survivor", 3).await;
     let _healthy = cluster.nodes("healthy", 1);
     let started = tokio::time::Instant::now();
-    let _ = doomed.send(true);
+    doomed.stop();
     eventually("three ready pods on the healthy node", DEADLINE, || async {
-        let now = pods_of(&pods, "survivor").await;
+        let now = live_pods(&pods, "survivor").await;
         let moved = now
             .iter()
             .filter(|p| is_ready(p) && p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some("healthy-0"))
@@ -404,8 +342,9 @@ async fn pods_of_a_stopped_node_come_back_elsewhere() {
     .await;
     let took = started.elapsed();
     // The grace counts from the node's last renewal, at most one lease interval before it died.
-    assert!(took >= NODE_GRACE - LEASE_INTERVAL, "not before the node's grace ran out ({took:?})");
-    let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(cluster.client.clone());
+    let lease_interval = quick_nodes().lease_interval;
+    assert!(took >= node_grace - lease_interval, "not before the node's grace ran out ({took:?})");
+    let nodes: Api<Node> = Api::all(cluster.client.clone());
     let node = nodes.get("doomed-0").await.expect("node");
     let taints = node.spec.and_then(|s| s.taints).unwrap_or_default();
     assert!(taints.iter().any(|t| t.key == "node.kubernetes.io/unreachable" && t.effect == "NoExecute"), "{taints:?}");

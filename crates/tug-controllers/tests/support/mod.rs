@@ -15,7 +15,7 @@ use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::core::v1::{Pod, Taint};
-use kube::api::Api;
+use kube::api::{Api, ListParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use tokio::sync::watch;
@@ -204,6 +204,12 @@ pub fn record_pods(cluster: &Cluster) -> Arc<Mutex<Vec<Seen>>> {
 /// The position of the first entry after `from` that satisfies `what`.
 pub fn first(log: &[Seen], from: usize, what: impl Fn(&Seen) -> bool) -> Option<usize> {
     log.iter().skip(from).position(what).map(|i| i + from)
+}
+
+/// The live (not deleting) pods labelled `app=<app>`.
+pub async fn live_pods(api: &Api<Pod>, app: &str) -> Vec<Pod> {
+    let list = api.list(&ListParams::default().labels(&format!("app={app}"))).await.expect("pods list");
+    list.items.into_iter().filter(|p| p.metadata.deletion_timestamp.is_none()).collect()
 }
 
 /// Running with its Ready condition true.
