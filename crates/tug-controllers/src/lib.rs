@@ -10,10 +10,13 @@
 //! - [`daemonset`], [`statefulset`] — one pod per node; ordered, stable pods with claims.
 //! - [`job`], [`cronjob`] (schedules parsed by `tug_k8s::cron`) — batch work.
 //! - [`gc`] — garbage collection through ownerReferences; [`nodelifecycle`] — silent nodes
-//!   tainted and their pods evicted.
+//!   tainted and their pods evicted; [`nodeipam`] — each node's pod range (`spec.podCIDR`) carved
+//!   out of the cluster CIDR.
 //! - [`disruption`] — PodDisruptionBudget status, which evictions (`kubectl drain`) obey.
 //! - [`localpath`] — PersistentVolumes on the nodes' own disks for claims of the `local-path` class;
 //!   [`protection`] — a claim in use is not deleted before its pods are gone.
+//! - [`endpointslice`] — the EndpointSlices and the legacy Endpoints of every Service with a
+//!   selector.
 //! - [`events`] — Events about what the controllers did.
 
 pub mod claim;
@@ -21,10 +24,12 @@ pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
 pub mod disruption;
+pub mod endpointslice;
 pub mod events;
 pub mod gc;
 pub mod job;
 pub mod localpath;
+pub mod nodeipam;
 pub mod nodelifecycle;
 pub mod pods;
 pub mod protection;
@@ -39,7 +44,8 @@ use std::time::Duration;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim, Pod};
+use k8s_openapi::api::core::v1::{Endpoints, Node, PersistentVolume, PersistentVolumeClaim, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::storage::v1::StorageClass;
 use kube::api::Api;
@@ -68,6 +74,10 @@ pub struct ControllerOptions {
     pub lease_namespace: String,
     pub lease_name: String,
     pub clock: Clock,
+    /// The pod network, carved into per-node ranges (`--cluster-cidr`, `10.42.0.0/16`).
+    pub cluster_cidr: String,
+    /// The prefix length of each node's range (`--node-cidr-mask-size`, 24).
+    pub node_cidr_mask_size: u8,
 }
 
 impl std::fmt::Debug for ControllerOptions {
@@ -76,6 +86,8 @@ impl std::fmt::Debug for ControllerOptions {
             .field("node_grace", &self.node_grace)
             .field("workers", &self.workers)
             .field("identity", &self.identity)
+            .field("cluster_cidr", &self.cluster_cidr)
+            .field("node_cidr_mask_size", &self.node_cidr_mask_size)
             .finish()
     }
 }
@@ -89,6 +101,8 @@ impl Default for ControllerOptions {
             lease_namespace: "kube-system".into(),
             lease_name: "tug-controller-manager".into(),
             clock: system_clock(),
+            cluster_cidr: nodeipam::DEFAULT_CLUSTER_CIDR.into(),
+            node_cidr_mask_size: nodeipam::DEFAULT_NODE_CIDR_MASK_SIZE,
         }
     }
 }
@@ -137,6 +151,9 @@ async fn run_controllers(client: kube::Client, options: ControllerOptions) {
     let mut budgets = Informer::<PodDisruptionBudget>::new(Api::all(client.clone()));
     let mut volumes = Informer::<PersistentVolume>::new(Api::all(client.clone()));
     let mut classes = Informer::<StorageClass>::new(Api::all(client.clone()));
+    let mut services = Informer::<Service>::new(Api::all(client.clone()));
+    let mut slices = Informer::<EndpointSlice>::new(Api::all(client.clone()));
+    let mut endpoints = Informer::<Endpoints>::new(Api::all(client.clone()));
 
     let replicaset = replicaset::Controller::new(client.clone(), &mut replicasets, &mut pods);
     let deployment = deployment::Controller::new(client.clone(), &mut deployments, &mut replicasets, &mut pods);
@@ -150,6 +167,17 @@ async fn run_controllers(client: kube::Client, options: ControllerOptions) {
         disruption::Controller::new(client.clone(), &mut budgets, &mut pods, &replicasets, &deployments, &statefulsets);
     let localpath = localpath::Controller::new(client.clone(), &mut claims, &mut volumes, &mut classes, &nodes);
     let protection = protection::Controller::new(client.clone(), &mut claims, &mut pods);
+    let endpointslice =
+        endpointslice::Controller::new(client.clone(), &mut services, &mut pods, &mut slices, &mut endpoints, &nodes);
+    // Options are checked by `tug server` at start ([`nodeipam::CidrSet::new`]); a bad pair
+    // that got here leaves nodes without ranges rather than stopping every controller.
+    let nodeipam = match nodeipam::CidrSet::new(&options.cluster_cidr, options.node_cidr_mask_size) {
+        Ok(ranges) => Some(nodeipam::Controller::new(client.clone(), ranges, &mut nodes)),
+        Err(e) => {
+            tracing::error!(error = %e, "node IPAM is off: nodes get no pod range");
+            None
+        }
+    };
     let mut collector = gc::Builder::new(client.clone());
     collector.watch(&mut pods, true);
     collector.watch(&mut replicasets, true);
@@ -159,6 +187,9 @@ async fn run_controllers(client: kube::Client, options: ControllerOptions) {
     collector.watch(&mut jobs, true);
     collector.watch(&mut cronjobs, true);
     collector.watch(&mut claims, true);
+    // A Service owns its EndpointSlices.
+    collector.watch(&mut services, true);
+    collector.watch(&mut slices, true);
     let collector = collector.build();
 
     let workers = options.workers;
@@ -176,6 +207,9 @@ async fn run_controllers(client: kube::Client, options: ControllerOptions) {
     tasks.spawn(budgets.run());
     tasks.spawn(volumes.run());
     tasks.spawn(classes.run());
+    tasks.spawn(services.run());
+    tasks.spawn(slices.run());
+    tasks.spawn(endpoints.run());
     tasks.spawn(replicaset.run(workers));
     tasks.spawn(deployment.run(workers));
     tasks.spawn(statefulset.run(workers));
@@ -186,6 +220,10 @@ async fn run_controllers(client: kube::Client, options: ControllerOptions) {
     tasks.spawn(disruption.run(workers));
     tasks.spawn(localpath.run(workers));
     tasks.spawn(protection.run(workers));
+    tasks.spawn(endpointslice.run(workers));
+    if let Some(nodeipam) = nodeipam {
+        tasks.spawn(nodeipam.run(workers));
+    }
     tasks.spawn(collector.run(workers));
     // The tasks run until this future is dropped (shutdown or lost leadership): JoinSet aborts them.
     while tasks.join_next().await.is_some() {}
