@@ -3,7 +3,9 @@
 //!
 //! The protocol types and generated clients come from the `k8s-cri` crate (the upstream
 //! `runtime.v1` proto compiled with tonic/prost); they are re-exported here as [`v1`] so users
-//! need no direct dependency on it. This crate adds only the connection: gRPC over a unix socket.
+//! need no direct dependency on it. This crate adds the connection (gRPC over a unix socket), the
+//! [`ContainerRuntime`] trait the agent's pod worker calls through, and, with the `fake`
+//! feature, an in-memory runtime behind that trait for unit tests (`tug_cri::fake`).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -15,6 +17,12 @@ use tonic::transport::{Channel, Endpoint, Uri};
 /// The CRI v1 protocol: request/response types and the generated service clients.
 pub use k8s_cri::v1;
 pub use tonic::{Code, Request, Response, Status};
+
+#[cfg(any(test, feature = "fake"))]
+pub mod fake;
+mod runtime;
+
+pub use runtime::ContainerRuntime;
 
 use v1::image_service_client::ImageServiceClient;
 use v1::runtime_service_client::RuntimeServiceClient;
