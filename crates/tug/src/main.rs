@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 /// jemalloc rather than glibc's malloc: after a burst (20,000 ConfigMaps created and deleted) glibc
 /// kept the freed heap resident in its arenas; jemalloc's background thread returns dirty pages to
-/// the system after its decay time (10 s), busy or idle. See ARCHITECTURE.md, "One store watch".
+/// the system after its decay time (10 s), busy or idle. See docs/decisions.md, "One store watch".
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
@@ -74,6 +74,13 @@ struct ServerArgs {
     /// that does not set its own toleration; Kubernetes' default is 300).
     #[arg(long, default_value_t = 10)]
     default_toleration_seconds: i64,
+    /// The range Service cluster IPs come from (IPv4, /8 to /28); the first address is the
+    /// `kubernetes` Service's, the tenth kube-dns's.
+    #[arg(long, default_value = "10.43.0.0/16", value_parser = tug_apiserver::alloc::ServiceCidr::parse)]
+    service_cidr: tug_apiserver::alloc::ServiceCidr,
+    /// The range NodePort Services' ports come from, `FIRST-LAST` or `FIRST+COUNT`.
+    #[arg(long, default_value = "30000-32767", value_parser = tug_apiserver::alloc::NodePortRange::parse)]
+    service_node_port_range: tug_apiserver::alloc::NodePortRange,
 }
 
 #[derive(Debug, Args)]
@@ -399,6 +406,10 @@ fn server(args: ServerArgs) -> ExitCode {
         datastore,
         compaction: tug_store::CompactionPolicy::default(),
         admission: tug_apiserver::Admission { default_toleration_seconds: args.default_toleration_seconds },
+        service_ranges: tug_apiserver::alloc::ServiceRanges {
+            cidr: args.service_cidr,
+            node_ports: args.service_node_port_range,
+        },
     };
     runtime.block_on(async {
         // Listen for SIGTERM/SIGINT before anything else, so a stop during start-up is a clean one.
