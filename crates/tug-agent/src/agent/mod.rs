@@ -250,7 +250,7 @@ async fn serve(
         volumes: volumes::Volumes::new(client.clone(), options.data_dir.join("pods"), host.resources()),
         allocatable: host.resources(),
         client,
-        cri,
+        cri: Arc::new(cri),
         node: name,
         host_ip: host.ip.to_string(),
         dns: spec::parse_resolv_conf(&resolv),

@@ -1,7 +1,8 @@
 //! The pod sync loop around the pure cores: one watch of the pods bound to this node, a relist
 //! of the runtime every second (the kubelet's PLEG: a pod whose sandboxes or containers changed
 //! is synced), and one worker per pod at a time. A sync observes the pod's sandboxes and
-//! containers over CRI, asks [`plan`] what to do, does it, observes again and writes the status
+//! containers over CRI (through `tug_cri::ContainerRuntime`: containerd, or the in-memory fake
+//! of the unit tests below), asks [`plan`] what to do, does it, observes again and writes the status
 //! [`pod_status`] computes when the parts the agent owns differ from the API's current copy
 //! ([`needs_write`]). Every change of the pod in the API wakes its sync, so a status changed
 //! behind the agent's back is re-asserted at once.
@@ -24,6 +25,7 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use kube::runtime::{WatchStreamExt, watcher};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
+use tug_cri::ContainerRuntime;
 use tug_cri::v1::{
     AuthConfig, ContainerFilter, ContainerStatusRequest, CreateContainerRequest, DnsConfig, Image, ImageSpec,
     ImageStatusRequest, ListContainersRequest, ListPodSandboxRequest, PodSandboxFilter, PodSandboxStatusRequest,
@@ -58,7 +60,8 @@ const DEFAULT_GRACE_SECONDS: i64 = 30;
 /// What every pod worker shares.
 pub struct Ctx {
     pub client: kube::Client,
-    pub cri: tug_cri::Clients,
+    /// The container runtime (containerd over CRI; an in-memory fake in unit tests).
+    pub cri: Arc<dyn ContainerRuntime>,
     pub node: String,
     pub host_ip: String,
     pub dns: DnsConfig,
@@ -119,26 +122,22 @@ fn labels(pairs: &[(&str, &str)]) -> HashMap<String, String> {
 
 /// Everything the runtime has for pod `uid` (made by this node), with container details.
 async fn observe_pod(ctx: &Ctx, uid: &str) -> Result<Observed, SyncError> {
-    let mut cri = ctx.cri.clone();
+    let cri = &ctx.cri;
     let selector = labels(&[(POD_UID_LABEL, uid), (NODE_LABEL, &ctx.node)]);
     let filter = PodSandboxFilter { label_selector: selector.clone(), ..Default::default() };
     let sandboxes = cri
-        .runtime
         .list_pod_sandbox(ListPodSandboxRequest { filter: Some(filter) })
         .await
         .map_err(cri_error("ListPodSandbox"))?
-        .into_inner()
         .items;
     let mut observed = Observed::default();
     for sandbox in sandboxes {
         let ready = sandbox.state == 0;
         let ip = if ready {
             let status = cri
-                .runtime
                 .pod_sandbox_status(PodSandboxStatusRequest { pod_sandbox_id: sandbox.id.clone(), verbose: false })
                 .await
-                .map_err(cri_error("PodSandboxStatus"))?
-                .into_inner();
+                .map_err(cri_error("PodSandboxStatus"))?;
             status.status.and_then(|s| s.network).map(|n| n.ip).unwrap_or_default()
         } else {
             String::new()
@@ -148,19 +147,15 @@ async fn observe_pod(ctx: &Ctx, uid: &str) -> Result<Observed, SyncError> {
     }
     let filter = ContainerFilter { label_selector: selector, ..Default::default() };
     let containers = cri
-        .runtime
         .list_containers(ListContainersRequest { filter: Some(filter) })
         .await
         .map_err(cri_error("ListContainers"))?
-        .into_inner()
         .containers;
     for container in containers {
         let status = cri
-            .runtime
             .container_status(ContainerStatusRequest { container_id: container.id.clone(), verbose: false })
             .await
             .map_err(cri_error("ContainerStatus"))?
-            .into_inner()
             .status
             .unwrap_or_default();
         let metadata = container.metadata.unwrap_or_default();
@@ -195,17 +190,16 @@ async fn ensure_image(
     container: &Container,
     referenced: &Referenced,
 ) -> Result<Image, StartFailure> {
-    let mut cri = ctx.cri.clone();
+    let cri = &ctx.cri;
     let image = container.image.clone().unwrap_or_default();
     let spec = ImageSpec { image: image.clone(), ..Default::default() };
-    let inspect = |mut cri: tug_cri::Clients, spec: ImageSpec| async move {
-        cri.image
-            .image_status(ImageStatusRequest { image: Some(spec), verbose: false })
+    let inspect = |spec: ImageSpec| async move {
+        cri.image_status(ImageStatusRequest { image: Some(spec), verbose: false })
             .await
-            .map(|r| r.into_inner().image)
+            .map(|r| r.image)
             .map_err(|s| ("ErrImageInspect".to_string(), s.message().to_string()))
     };
-    let present = inspect(cri.clone(), spec.clone()).await?;
+    let present = inspect(spec.clone()).await?;
     let latest = !image.rsplit('/').next().unwrap_or_default().contains(':') || image.ends_with(":latest");
     let policy =
         container.image_pull_policy.clone().unwrap_or_else(|| if latest { "Always" } else { "IfNotPresent" }.into());
@@ -228,9 +222,9 @@ async fn ensure_image(
     let mut failure = String::new();
     for auth in attempts {
         let request = PullImageRequest { image: Some(spec.clone()), auth, sandbox_config: None };
-        match cri.image.pull_image(request).await {
+        match cri.pull_image(request).await {
             Ok(_) => {
-                return inspect(cri.clone(), spec.clone())
+                return inspect(spec.clone())
                     .await?
                     .ok_or_else(|| ("ErrImagePull".into(), format!("image {image:?} is missing after its pull")));
             }
@@ -284,21 +278,18 @@ async fn start_container(ctx: &Ctx, run: &PodRun<'_>, name: &str, attempt: u32) 
         container_config(pod, container, &context).map_err(|e| ("CreateContainerConfigError".to_string(), e.0))?;
     let _ = std::fs::create_dir_all(log_dir.join(name));
     let sandbox_config = sandbox_config(pod, &ctx.node, 0, &ctx.dns, &log_dir.to_string_lossy());
-    let mut cri = ctx.cri.clone();
+    let cri = &ctx.cri;
     let request = CreateContainerRequest {
         pod_sandbox_id: sandbox_id.into(),
         config: Some(config),
         sandbox_config: Some(sandbox_config),
     };
     let created = cri
-        .runtime
         .create_container(request)
         .await
         .map_err(|s| ("CreateContainerError".to_string(), s.message().to_string()))?
-        .into_inner()
         .container_id;
-    cri.runtime
-        .start_container(StartContainerRequest { container_id: created })
+    cri.start_container(StartContainerRequest { container_id: created })
         .await
         .map(drop)
         .map_err(|s| ("RunContainerError".to_string(), s.message().to_string()))
@@ -312,7 +303,7 @@ async fn execute(
     observed: &Observed,
     actions: Vec<Action>,
 ) -> Result<Vec<(String, StartFailure)>, SyncError> {
-    let mut cri = ctx.cri.clone();
+    let cri = &ctx.cri;
     let mut failures = Vec::new();
     let live = observed.live_sandbox();
     let (mut sandbox_id, mut pod_ip) = (live.map(|s| s.id.clone()), live.map(|s| s.ip.clone()).unwrap_or_default());
@@ -341,8 +332,8 @@ async fn execute(
         })
         .collect();
     let results = futures::future::join_all(stops.into_iter().map(|(id, timeout)| {
-        let mut cri = ctx.cri.clone();
-        async move { cri.runtime.stop_container(StopContainerRequest { container_id: id, timeout }).await }
+        let cri = &ctx.cri;
+        async move { cri.stop_container(StopContainerRequest { container_id: id, timeout }).await }
     }))
     .await;
     for result in results {
@@ -360,18 +351,14 @@ async fn execute(
                 })?;
                 let config = sandbox_config(pod, &ctx.node, attempt, &ctx.dns, &log_dir.to_string_lossy());
                 let id = cri
-                    .runtime
                     .run_pod_sandbox(RunPodSandboxRequest { config: Some(config), runtime_handler: String::new() })
                     .await
                     .map_err(cri_error("RunPodSandbox"))?
-                    .into_inner()
                     .pod_sandbox_id;
                 let status = cri
-                    .runtime
                     .pod_sandbox_status(PodSandboxStatusRequest { pod_sandbox_id: id.clone(), verbose: false })
                     .await
-                    .map_err(cri_error("PodSandboxStatus"))?
-                    .into_inner();
+                    .map_err(cri_error("PodSandboxStatus"))?;
                 pod_ip = status.status.and_then(|s| s.network).map(|n| n.ip).unwrap_or_default();
                 sandbox_id = Some(id);
             }
@@ -396,26 +383,22 @@ async fn execute(
                 }
             }
             Action::StartCreated { id } => {
-                cri.runtime
-                    .start_container(StartContainerRequest { container_id: id })
+                cri.start_container(StartContainerRequest { container_id: id })
                     .await
                     .map_err(cri_error("StartContainer"))?;
             }
             Action::RemoveContainer { id } => {
-                cri.runtime
-                    .remove_container(RemoveContainerRequest { container_id: id })
+                cri.remove_container(RemoveContainerRequest { container_id: id })
                     .await
                     .map_err(cri_error("RemoveContainer"))?;
             }
             Action::StopSandbox { id } => {
-                cri.runtime
-                    .stop_pod_sandbox(StopPodSandboxRequest { pod_sandbox_id: id })
+                cri.stop_pod_sandbox(StopPodSandboxRequest { pod_sandbox_id: id })
                     .await
                     .map_err(cri_error("StopPodSandbox"))?;
             }
             Action::RemoveSandbox { id } => {
-                cri.runtime
-                    .remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: id })
+                cri.remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: id })
                     .await
                     .map_err(cri_error("RemovePodSandbox"))?;
             }
@@ -532,7 +515,7 @@ async fn kill_unhealthy(ctx: &Ctx, prober: &Prober, pod: &Pod, observed: &Observ
         prober.event(&pod_ref, &kill.container, (false, "Killing", &message));
         tracing::info!(pod = %pod_ref.name, container = %kill.container, "{message}");
         let request = StopContainerRequest { container_id: kill.container_id, timeout: kill.grace_seconds };
-        ctx.cri.clone().runtime.stop_container(request).await.map_err(cri_error("StopContainer"))?;
+        ctx.cri.stop_container(request).await.map_err(cri_error("StopContainer"))?;
         killed = true;
     }
     Ok(killed)
@@ -738,23 +721,19 @@ impl Workers {
 
 /// A fingerprint of each pod's sandboxes and containers (ids and states), by pod uid.
 async fn runtime_fingerprints(ctx: &Ctx) -> Result<BTreeMap<String, u64>, SyncError> {
-    let mut cri = ctx.cri.clone();
+    let cri = &ctx.cri;
     let selector = labels(&[(NODE_LABEL, &ctx.node)]);
     let sandbox_filter = PodSandboxFilter { label_selector: selector.clone(), ..Default::default() };
     let sandboxes = cri
-        .runtime
         .list_pod_sandbox(ListPodSandboxRequest { filter: Some(sandbox_filter) })
         .await
         .map_err(cri_error("ListPodSandbox"))?
-        .into_inner()
         .items;
     let container_filter = ContainerFilter { label_selector: selector, ..Default::default() };
     let containers = cri
-        .runtime
         .list_containers(ListContainersRequest { filter: Some(container_filter) })
         .await
         .map_err(cri_error("ListContainers"))?
-        .into_inner()
         .containers;
     let mut parts: BTreeMap<String, Vec<(String, i32)>> = BTreeMap::new();
     for sandbox in sandboxes {
@@ -849,5 +828,290 @@ mod tests {
         assert_eq!(desired.init_containers, vec!["i"]);
         assert_eq!(desired.containers, vec!["a", "b"]);
         assert_eq!(desired.deleting, Some(5));
+    }
+
+    mod worker {
+        //! The pod worker against the in-memory runtime (`tug_cri::fake`) and a real in-process
+        //! API server: what a user sees of a sync — the runtime's calls in order and the pod's
+        //! status — without root or containerd. (`tests/agent.rs` runs the same on containerd.)
+
+        use super::*;
+        use k8s_openapi::api::core::v1::{ContainerStatus, PodStatus};
+        use kube::api::PostParams;
+        use tug_apiserver::server::{RunningServer, ServerConfig};
+        use tug_cri::fake::{Call, FakeRuntime};
+        use tug_cri::{Code, Status};
+
+        const NODE: &str = "n1";
+        const IMAGE: &str = "localhost/busybox:1.35";
+        const SECOND: i64 = 1_000_000_000;
+
+        struct Harness {
+            fake: Arc<FakeRuntime>,
+            ctx: Arc<Ctx>,
+            prober: Arc<Prober>,
+            api: Api<Pod>,
+            volume_watches: tokio::task::JoinHandle<()>,
+            _server: RunningServer,
+            _dir: tempfile::TempDir,
+        }
+
+        impl Drop for Harness {
+            fn drop(&mut self) {
+                self.volume_watches.abort();
+                self.prober.stop_all();
+            }
+        }
+
+        async fn harness() -> Harness {
+            let dir = tempfile::tempdir().expect("temporary directory");
+            let server =
+                tug_apiserver::server::start(ServerConfig::local(&dir.path().join("server"))).await.expect("server");
+            let client = kube::Client::new(server.local_service(), "default");
+            let fake = Arc::new(FakeRuntime::with_images(&[IMAGE]));
+            let node = NodeResources { cpu_millis: 2000, memory_bytes: 4 << 30 };
+            let pods_dir = dir.path().join("pods");
+            let ctx = Arc::new(Ctx {
+                volumes: Volumes::new(client.clone(), pods_dir.clone(), node),
+                allocatable: node,
+                client: client.clone(),
+                cri: fake.clone(),
+                node: NODE.into(),
+                host_ip: "192.0.2.10".into(),
+                dns: DnsConfig::default(),
+                pods_dir,
+                syncs: tokio::sync::Semaphore::new(CONCURRENT_SYNCS),
+            });
+            // Wake-ups are not looked at: each test syncs when it means to.
+            let (volume_watches, _) = ctx.volumes.start();
+            let (probe_results, _) = tokio::sync::mpsc::unbounded_channel();
+            let prober = Prober::new(client.clone(), ctx.cri.clone(), NODE.into(), probe_results);
+            let api = Api::namespaced(client, "default");
+            Harness { fake, ctx, prober, api, volume_watches, _server: server, _dir: dir }
+        }
+
+        impl Harness {
+            /// Creates pod `name` bound to this node; returns its uid.
+            async fn create(&self, name: &str, spec: serde_json::Value) -> String {
+                let mut spec = spec;
+                spec["nodeName"] = NODE.into();
+                let pod: Pod = serde_json::from_value(serde_json::json!({"metadata": {"name": name}, "spec": spec}))
+                    .expect("a pod");
+                let created = self.api.create(&PostParams::default(), &pod).await.expect("the pod is created");
+                created.metadata.uid.expect("a uid")
+            }
+
+            /// One sync of pod `name` (uid `uid`) as the API has it now (`None` once it is gone).
+            async fn sync(&self, name: &str, uid: &str) -> Outcome {
+                let pod = self.api.get_opt(name).await.expect("reading the pod");
+                sync_pod(self.ctx.clone(), self.prober.clone(), uid.to_string(), pod).await
+            }
+
+            async fn status(&self, name: &str) -> PodStatus {
+                self.api.get(name).await.expect("the pod").status.unwrap_or_default()
+            }
+
+            /// The runtime's state-changing calls since the last look.
+            fn changes(&self) -> Vec<Call> {
+                let changes = self.fake.changes();
+                self.fake.clear_calls();
+                changes
+            }
+        }
+
+        fn containers(names: &[&str]) -> serde_json::Value {
+            names.iter().map(|name| serde_json::json!({"name": name, "image": IMAGE})).collect()
+        }
+
+        fn create(name: &str, attempt: u32) -> Call {
+            Call::CreateContainer { name: name.into(), attempt }
+        }
+
+        fn start(name: &str, attempt: u32) -> Call {
+            Call::StartContainer { name: name.into(), attempt }
+        }
+
+        fn now() -> i64 {
+            now_nanos()
+        }
+
+        fn waiting(status: &ContainerStatus) -> (String, String) {
+            let waiting = status.state.as_ref().and_then(|s| s.waiting.clone()).unwrap_or_default();
+            (waiting.reason.unwrap_or_default(), waiting.message.unwrap_or_default())
+        }
+
+        fn container_status(status: &PodStatus, name: &str) -> ContainerStatus {
+            let all = status.init_container_statuses.iter().flatten().chain(status.container_statuses.iter().flatten());
+            all.clone().find(|s| s.name == name).cloned().unwrap_or_else(|| panic!("no status of {name}: {status:?}"))
+        }
+
+        #[tokio::test]
+        async fn init_containers_run_one_at_a_time_before_the_containers() {
+            let h = harness().await;
+            let spec =
+                serde_json::json!({"initContainers": containers(&["i1", "i2"]), "containers": containers(&["a", "b"])});
+            let uid = h.create("web", spec).await;
+
+            h.sync("web", &uid).await;
+            let sandbox = Call::RunPodSandbox { pod: "web".into(), attempt: 0 };
+            assert_eq!(h.changes(), vec![sandbox, create("i1", 0), start("i1", 0)]);
+            let status = h.status("web").await;
+            assert_eq!(status.phase.as_deref(), Some("Pending"));
+            assert_eq!(waiting(&container_status(&status, "a")).0, "PodInitializing");
+            assert_eq!(status.pod_ip.as_deref(), Some("10.88.0.2"));
+
+            h.sync("web", &uid).await;
+            assert_eq!(h.changes(), vec![], "nothing new while the first init container runs");
+            h.fake.exit_container("i1", 0, 0, now());
+            h.sync("web", &uid).await;
+            assert_eq!(h.changes(), vec![create("i2", 0), start("i2", 0)]);
+            h.fake.exit_container("i2", 0, 0, now());
+            h.sync("web", &uid).await;
+            assert_eq!(h.changes(), vec![create("a", 0), start("a", 0), create("b", 0), start("b", 0)]);
+
+            let status = h.status("web").await;
+            assert_eq!(status.phase.as_deref(), Some("Running"));
+            let ready = status.conditions.iter().flatten().find(|c| c.type_ == "Ready").map(|c| c.status.clone());
+            assert_eq!(ready.as_deref(), Some("True"));
+            // A further sync adopts what runs: nothing is created twice.
+            h.sync("web", &uid).await;
+            assert_eq!(h.changes(), vec![]);
+        }
+
+        #[tokio::test]
+        async fn the_restart_policy_decides_what_runs_again_after_an_exit() {
+            let h = harness().await;
+            // (policy, exit code, restarted, phase after the exit)
+            let cases = [
+                ("Always", 0, true, "Running"),
+                ("Always", 1, true, "Running"),
+                ("OnFailure", 0, false, "Succeeded"),
+                ("OnFailure", 3, true, "Running"),
+                ("Never", 0, false, "Succeeded"),
+                ("Never", 3, false, "Failed"),
+            ];
+            for (policy, exit_code, restarted, phase) in cases {
+                let name = format!("{}-{exit_code}", policy.to_lowercase());
+                let spec = serde_json::json!({"restartPolicy": policy, "containers": containers(&[&name])});
+                let uid = h.create(&name, spec).await;
+                h.sync(&name, &uid).await;
+                h.fake.exit_container(&name, 0, exit_code, now());
+                h.changes();
+                h.sync(&name, &uid).await;
+                let expected = if restarted { vec![create(&name, 1), start(&name, 1)] } else { vec![] };
+                assert_eq!(h.changes(), expected, "{policy} after exit code {exit_code}");
+                let status = h.status(&name).await;
+                assert_eq!(status.phase.as_deref(), Some(phase), "{policy} after exit code {exit_code}");
+                let restarts = container_status(&status, &name).restart_count;
+                assert_eq!(restarts, i32::from(restarted), "{policy} after exit code {exit_code}");
+            }
+        }
+
+        #[tokio::test]
+        async fn a_crash_loop_backs_off_before_the_next_start() {
+            let h = harness().await;
+            let uid = h.create("crash", serde_json::json!({"containers": containers(&["a"])})).await;
+            h.sync("crash", &uid).await;
+            h.fake.exit_container("a", 0, 1, now());
+            h.sync("crash", &uid).await;
+            // The second exit in a row waits 10 s.
+            h.fake.exit_container("a", 1, 1, now());
+            h.changes();
+            let outcome = h.sync("crash", &uid).await;
+            assert_eq!(h.changes(), vec![], "no start during the back-off");
+            let wake = outcome.wake_in.expect("a wake-up for the end of the back-off");
+            assert!(wake <= EXIT_SETTLES_IN, "looked at again soon, for a late OOM reason: {wake:?}");
+            let (reason, message) = waiting(&container_status(&h.status("crash").await, "a"));
+            assert_eq!(reason, "CrashLoopBackOff");
+            assert_eq!(message, "back-off 10s restarting failed container=a pod=crash");
+
+            // Once the back-off has passed, the next attempt starts and the oldest instance goes.
+            let uid2 = h.create("crash-later", serde_json::json!({"containers": containers(&["b"])})).await;
+            h.sync("crash-later", &uid2).await;
+            h.fake.exit_container("b", 0, 1, now());
+            h.sync("crash-later", &uid2).await;
+            h.fake.exit_container("b", 1, 1, now() - 11 * SECOND);
+            h.changes();
+            h.sync("crash-later", &uid2).await;
+            let removed = Call::RemoveContainer { name: "b".into(), attempt: 0 };
+            assert_eq!(h.changes(), vec![removed, create("b", 2), start("b", 2)]);
+        }
+
+        #[tokio::test]
+        async fn start_failures_are_the_containers_waiting_reason_and_are_retried() {
+            let h = harness().await;
+            let spec = serde_json::json!({"containers": [{"name": "app", "image": "registry.example/app:2"}]});
+            let uid = h.create("pull", spec).await;
+            h.fake.fail_next("PullImage", Status::new(Code::NotFound, "registry.example/app:2: not found"));
+            let outcome = h.sync("pull", &uid).await;
+            assert_eq!(outcome.wake_in, Some(RETRY_AFTER));
+            let status = h.status("pull").await;
+            let expected = ("ErrImagePull".to_string(), "registry.example/app:2: not found".to_string());
+            assert_eq!(waiting(&container_status(&status, "app")), expected);
+            assert_eq!(status.phase.as_deref(), Some("Pending"));
+
+            // The retry pulls and starts; a create the runtime refuses is told apart.
+            h.fake.fail_next("CreateContainer", Status::new(Code::Unknown, "no space left on device"));
+            h.sync("pull", &uid).await;
+            let expected = ("CreateContainerError".to_string(), "no space left on device".to_string());
+            assert_eq!(waiting(&container_status(&h.status("pull").await, "app")), expected);
+            h.changes();
+            h.sync("pull", &uid).await;
+            assert_eq!(h.changes(), vec![create("app", 0), start("app", 0)]);
+            assert_eq!(h.status("pull").await.phase.as_deref(), Some("Running"));
+        }
+
+        #[tokio::test]
+        async fn deletion_stops_containers_with_the_grace_period_then_removes_sandbox_and_pod() {
+            let h = harness().await;
+            let uid = h.create("web", serde_json::json!({"containers": containers(&["a", "b"])})).await;
+            h.sync("web", &uid).await;
+            h.fake.exit_container("b", 0, 0, now());
+            let sandbox = h.fake.sandboxes()[0].id.clone();
+            h.changes();
+            let grace = DeleteParams { grace_period_seconds: Some(7), ..DeleteParams::default() };
+            h.api.delete("web", &grace).await.expect("deleted");
+            h.sync("web", &uid).await;
+            assert_eq!(
+                h.changes(),
+                vec![
+                    Call::StopContainer { name: "a".into(), attempt: 0, timeout: 7 },
+                    Call::StopPodSandbox { id: sandbox.clone() },
+                    Call::RemovePodSandbox { id: sandbox },
+                ],
+                "only the running container is stopped"
+            );
+            assert!(h.fake.sandboxes().is_empty() && h.fake.containers().is_empty());
+            assert!(h.api.get_opt("web").await.expect("reading").is_none(), "the pod is finalized");
+        }
+
+        #[tokio::test]
+        async fn a_pod_gone_from_the_api_is_removed_with_a_short_grace() {
+            let h = harness().await;
+            let uid = h.create("web", serde_json::json!({"containers": containers(&["a"])})).await;
+            h.sync("web", &uid).await;
+            h.changes();
+            let force = DeleteParams { grace_period_seconds: Some(0), ..DeleteParams::default() };
+            h.api.delete("web", &force).await.expect("deleted");
+            let outcome = h.sync("web", &uid).await;
+            let stop = Call::StopContainer { name: "a".into(), attempt: 0, timeout: ORPHAN_GRACE_SECONDS };
+            assert_eq!(h.changes().first(), Some(&stop));
+            assert!(outcome.gone, "forgotten once its runtime objects are gone");
+            assert!(h.fake.sandboxes().is_empty());
+        }
+
+        #[tokio::test]
+        async fn a_failing_runtime_is_never_read_as_no_containers() {
+            let h = harness().await;
+            let uid = h.create("web", serde_json::json!({"containers": containers(&["a"])})).await;
+            h.sync("web", &uid).await;
+            let before = h.status("web").await;
+            h.changes();
+            h.fake.fail_next("ListContainers", Status::new(Code::Unavailable, "connection refused"));
+            let outcome = h.sync("web", &uid).await;
+            assert_eq!(outcome.wake_in, Some(RETRY_AFTER));
+            assert_eq!(h.changes(), vec![], "nothing started again, nothing torn down");
+            assert_eq!(h.status("web").await, before, "no status written from a failed look");
+        }
     }
 }

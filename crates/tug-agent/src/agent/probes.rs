@@ -23,6 +23,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
+use tug_cri::ContainerRuntime;
 use tug_cri::v1::ExecSyncRequest;
 use tug_k8s::pods::PodRef;
 
@@ -245,7 +246,7 @@ struct State {
 /// Runs the probes of the node's containers; shared by the pod loop and the probe tasks.
 pub struct Prober {
     client: kube::Client,
-    cri: tug_cri::Clients,
+    cri: Arc<dyn ContainerRuntime>,
     node: String,
     /// Pod uids whose probe results changed: their pod is synced.
     notify: mpsc::UnboundedSender<String>,
@@ -272,7 +273,7 @@ struct Target {
 impl Prober {
     pub fn new(
         client: kube::Client,
-        cri: tug_cri::Clients,
+        cri: Arc<dyn ContainerRuntime>,
         node: String,
         notify: mpsc::UnboundedSender<String>,
     ) -> Arc<Prober> {
@@ -513,7 +514,6 @@ impl Prober {
         command: &[String],
         timeout: Duration,
     ) -> Result<Result<(), String>, RuntimeError> {
-        let mut cri = self.cri.clone();
         let request = ExecSyncRequest {
             container_id: container_id.into(),
             cmd: command.to_vec(),
@@ -521,11 +521,10 @@ impl Prober {
         };
         let timed_out = || format!("command {:?} timed out", command.join(" "));
         // The runtime enforces the timeout; this one guards against a runtime that does not.
-        let response = tokio::time::timeout(timeout + Duration::from_secs(5), cri.runtime.exec_sync(request)).await;
+        let response = tokio::time::timeout(timeout + Duration::from_secs(5), self.cri.exec_sync(request)).await;
         let Ok(response) = response else { return Ok(Err(timed_out())) };
         match response {
             Ok(response) => {
-                let response = response.into_inner();
                 Ok(if response.exit_code == 0 { Ok(()) } else { Err(output_text(&response.stdout, &response.stderr)) })
             }
             Err(status) if status.code() == tug_cri::Code::DeadlineExceeded => Ok(Err(timed_out())),
