@@ -109,6 +109,12 @@ ns_pid=$!
 fail() {
   echo "fresh root: $1 ($(( $(date +%s) - t1 )) s after start); last lines of up.sh:" >&2
   tail -n 25 "$log" >&2
+  # What the agent's own containerd said, and what still runs: the clues when the node is silent.
+  for f in "$root"/var/lib/tugboat/containerd.log "$root"/var/lib/tugboat/containerd.log.1; do
+    [ -f "$f" ] && { echo "--- last lines of ${f#"$root"}:" >&2; tail -n 15 "$f" >&2; }
+  done
+  echo "--- processes in the fresh root:" >&2
+  ps -eo pid,etimes,stat,wchan:20,args --forest | grep -F -e "$root" -e containerd -e ' tug ' -e ctr | grep -v grep >&2 || true
   echo "{\"fresh_root\":\"failed\",\"step\":\"$2\",\"after_s\":$(( $(date +%s) - t1 ))}"
   exit 1
 }

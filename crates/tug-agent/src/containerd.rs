@@ -42,6 +42,15 @@ pub const CRI_NAMESPACE: &str = "k8s.io";
 
 /// How long containerd may take to serve its CRI after being spawned.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long importing the image archives may take (a few small demo images take well under a
+/// second; a hung `ctr` must not leave the agent silent for ever).
+const IMPORT_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long one CRI readiness probe (connect, Version, ListImages) may take: a containerd that
+/// accepts the connection but never answers must count as not ready, not hang the start.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+/// First starts tried before the agent gives up: a start that hung or died is tried again, as
+/// the supervisor does after a crash, instead of leaving the node unregistered.
+const START_ATTEMPTS: u32 = 3;
 /// How long containerd gets to exit after SIGTERM before it is killed.
 const STOP_GRACE: Duration = Duration::from_secs(10);
 /// Interval between readiness or exit checks while waiting under a deadline.
@@ -81,6 +90,16 @@ pub enum Error {
     NotReady { waited: Duration, what: String, log: PathBuf, log_tail: String },
     #[error("importing image archive {} failed ({status}): {stderr}", archive.display())]
     Import { archive: PathBuf, status: ExitStatus, stderr: String },
+    #[error("importing the image archives in {} did not finish within {IMPORT_TIMEOUT:?}; last lines of {}:\n{log_tail}", images.display(), log.display())]
+    ImportTimedOut { images: PathBuf, log: PathBuf, log_tail: String },
+}
+
+impl Error {
+    /// A start that hung or died, which another attempt may get past (unlike a missing program,
+    /// an unwritable data dir or a socket path too long).
+    fn is_transient(&self) -> bool {
+        matches!(self, Error::Exited { .. } | Error::NotReady { .. } | Error::ImportTimedOut { .. })
+    }
 }
 
 /// The snapshotter keeping containers' root filesystems.
@@ -332,9 +351,21 @@ impl ManagedContainerd {
         ManagedContainerd::start_with(ContainerdConfig::for_host(data_dir)?).await
     }
 
-    /// As [`ManagedContainerd::start`], with an explicit config.
+    /// As [`ManagedContainerd::start`], with an explicit config. A start that hung or died is
+    /// tried again (up to [`START_ATTEMPTS`] in all, each logged); setup errors are not.
     pub async fn start_with(config: ContainerdConfig) -> Result<ManagedContainerd, Error> {
-        ManagedContainerd::launch(config, Images::Import).await
+        let mut attempt = 1;
+        loop {
+            match ManagedContainerd::launch(config.clone(), Images::Import).await {
+                Err(error) if attempt < START_ATTEMPTS && error.is_transient() => {
+                    tracing::warn!(%error, attempt, "containerd did not start; trying again");
+                    keep_previous_log(&config.layout);
+                    tokio::time::sleep(restart_delay(attempt - 1)).await;
+                    attempt += 1;
+                }
+                result => return result,
+            }
+        }
     }
 
     async fn launch(config: ContainerdConfig, images: Images) -> Result<ManagedContainerd, Error> {
@@ -374,6 +405,7 @@ impl ManagedContainerd {
             .map_err(io_error("spawning", &program))?;
         let mut managed = ManagedContainerd { child: Some(child), config };
         managed.write_pid_file()?;
+        tracing::info!(pid = managed.pid(), config = %config_file.display(), "containerd started; waiting for its CRI");
 
         let spawned = Instant::now();
         let deadline = spawned + READY_TIMEOUT;
@@ -471,9 +503,13 @@ impl ManagedContainerd {
                 .args(["--namespace", CRI_NAMESPACE, "images", "import", "--snapshotter", snapshotter])
                 .arg(archive)
                 .stdin(Stdio::null())
+                .kill_on_drop(true)
                 .output()
         });
-        let outputs = futures::future::join_all(imports).await;
+        let Ok(outputs) = tokio::time::timeout(IMPORT_TIMEOUT, futures::future::join_all(imports)).await else {
+            let log = self.config.layout.log_file();
+            return Err(Error::ImportTimedOut { images: images_dir, log_tail: tail_of(&log, LOG_TAIL_LINES), log });
+        };
         for (archive, output) in archives.iter().zip(outputs) {
             let output = output.map_err(io_error("running ctr to import", archive))?;
             if !output.status.success() {
@@ -737,6 +773,12 @@ fn archives_in(dir: &Path) -> Result<Vec<PathBuf>, Error> {
 
 /// Whether the CRI at `socket` answers and lists `image` (by tag); errors as text for reports.
 async fn cri_lists_image(socket: &Path, image: &str) -> Result<bool, String> {
+    tokio::time::timeout(PROBE_TIMEOUT, cri_lists_image_now(socket, image))
+        .await
+        .unwrap_or_else(|_| Err(format!("the CRI did not answer within {PROBE_TIMEOUT:?}")))
+}
+
+async fn cri_lists_image_now(socket: &Path, image: &str) -> Result<bool, String> {
     let mut clients = tug_cri::connect(socket).await.map_err(|error| error.to_string())?;
     clients.runtime.version(tug_cri::v1::VersionRequest::default()).await.map_err(|status| status.to_string())?;
     let images = clients
@@ -759,6 +801,38 @@ mod tests {
             snapshotter: Snapshotter::Overlayfs,
             cni_bin_dir: PathBuf::from(DEBIAN_CNI_BIN_DIR),
             runc: PathBuf::from("/usr/sbin/runc"),
+        }
+    }
+
+    #[test]
+    fn only_starts_that_hung_or_died_are_tried_again() {
+        use std::os::unix::process::ExitStatusExt;
+        let log = PathBuf::from("/data/containerd.log");
+        let tail = String::new();
+        let transient = [
+            Error::Exited { status: ExitStatus::from_raw(256), log: log.clone(), log_tail: tail.clone() },
+            Error::NotReady {
+                waited: READY_TIMEOUT,
+                what: "no answer".into(),
+                log: log.clone(),
+                log_tail: tail.clone(),
+            },
+            Error::ImportTimedOut { images: "/data/images".into(), log: log.clone(), log_tail: tail.clone() },
+        ];
+        for error in transient {
+            assert!(error.is_transient(), "{error}");
+        }
+        let lasting = [
+            Error::ProgramNotFound { program: "containerd" },
+            Error::SocketPathTooLong { path: "/x".into(), len: 200 },
+            Error::Import {
+                archive: "/data/images/a.tar".into(),
+                status: ExitStatus::from_raw(256),
+                stderr: "bad archive".into(),
+            },
+        ];
+        for error in lasting {
+            assert!(!error.is_transient(), "{error}");
         }
     }
 
