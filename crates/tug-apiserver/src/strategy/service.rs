@@ -7,7 +7,7 @@
 use futures::future::BoxFuture;
 use serde_json::Value;
 use tug_core::registry::ResourceType;
-use tug_core::status::{ApiError, Cause};
+use tug_core::status::ApiError;
 
 use super::{Reservation, Strategy};
 use crate::alloc::records::Refused;
@@ -21,14 +21,6 @@ impl Strategy for ServiceStrategy {
     fn prepare_for_update(&self, old: &Value, new: &mut Value) {
         alloc::drop_type_dependent_fields(old, new);
         alloc::keep_allocations(old, new);
-    }
-
-    fn validate_create(&self, rt: &ResourceType, obj: &Value) -> Vec<Cause> {
-        without_fixed_range_check(tug_core::validation::validate_create(rt, obj))
-    }
-
-    fn validate_update(&self, rt: &ResourceType, new: &Value, old: &Value) -> Vec<Cause> {
-        without_fixed_range_check(tug_core::validation::validate_update(rt, new, old))
     }
 
     fn begin_write<'a>(
@@ -64,13 +56,4 @@ impl Strategy for ServiceStrategy {
     fn after_delete<'a>(&'a self, api: &'a Api, obj: &'a Value) -> BoxFuture<'a, ()> {
         Box::pin(async move { api.services.release(obj, &Held::of(obj)).await })
     }
-}
-
-/// tug-core's Service validation checks node ports against the default 30000-32767; the
-/// allocator has already checked them against the configured `--service-node-port-range` (in
-/// Kubernetes, validation leaves the range to the allocator), so that cause is dropped here.
-fn without_fixed_range_check(mut causes: Vec<Cause>) -> Vec<Cause> {
-    causes
-        .retain(|c| !(c.field.ends_with(".nodePort") && c.message.contains("provided port is not in the valid range")));
-    causes
 }

@@ -85,14 +85,15 @@ fn validate_target_port(target: Option<&Value>, field: &str, errs: &mut Errors) 
     }
 }
 
-/// Node ports: only for NodePort/LoadBalancer services, within the default range.
+/// Node ports: only for NodePort/LoadBalancer services, and a port number. The configured
+/// range (`--service-node-port-range`) is the allocator's to check, as in Kubernetes.
 fn validate_node_port(node_port: Option<&Value>, service_type: &str, field: &str, errs: &mut Errors) {
     let Some(value) = node_port.filter(|v| !v.is_null() && v.as_i64() != Some(0)) else { return };
     if !matches!(service_type, "NodePort" | "LoadBalancer") {
         let shown = if service_type.is_empty() { "ClusterIP" } else { service_type };
         errs.forbidden(field, &format!("may not be used when `type` is '{shown}'"));
-    } else if !value.as_i64().is_some_and(|p| (30000..=32767).contains(&p)) {
-        errs.invalid(field, value, "provided port is not in the valid range. The range of valid ports is 30000-32767");
+    } else {
+        validate_port_number(value, field, errs);
     }
 }
 
@@ -146,7 +147,7 @@ mod tests {
             (
                 "v1",
                 "Service",
-                svc(json!({ "type": "NodePort", "ports": [{ "port": 80, "nodePort": 80 }] })),
+                svc(json!({ "type": "NodePort", "ports": [{ "port": 80, "nodePort": 70000 }] })),
                 vec![("spec.ports[0].nodePort", "FieldValueInvalid")],
             ),
             ("v1", "Service", svc(json!({ "type": "NodePort", "ports": [{ "port": 80, "nodePort": 30080 }] })), vec![]),
