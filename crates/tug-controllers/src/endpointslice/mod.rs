@@ -36,6 +36,9 @@ use crate::runtime::{Cache, Expectations, Informer, Key, Queue, api_message};
 
 /// The component name of the loop's log lines.
 const COMPONENT: &str = "endpointslice-controller";
+/// How soon a Service whose Endpoints write met a newer object is synced again (the cache is
+/// a moment behind).
+const STALE_ENDPOINTS_RETRY: Duration = Duration::from_millis(100);
 
 /// What the handlers keep so a change finds its Services without scanning every object.
 #[derive(Debug, Default)]
@@ -236,13 +239,13 @@ impl Controller {
             max_per_slice: self.max_per_slice,
         };
         let plan = core::reconcile(&observed);
-        let current = self.endpoints.get(key);
-        let legacy = endpoints::reconcile(&service, &pod_refs, current.as_deref());
-        self.write_endpoints(key, legacy).await?;
         if may_act {
             self.write_slices(key, plan.actions).await?;
         }
-        Ok(plan.requeue_after)
+        let current = self.endpoints.get(key);
+        let legacy = endpoints::reconcile(&service, &pod_refs, current.as_deref());
+        let retry = self.write_endpoints(key, legacy).await?;
+        Ok([plan.requeue_after, retry].into_iter().flatten().min())
     }
 
     async fn write_slices(&self, key: &Key, actions: Vec<SliceAction>) -> Result<(), kube::Error> {
@@ -289,20 +292,22 @@ impl Controller {
         first_error.map_or(Ok(()), Err)
     }
 
-    async fn write_endpoints(&self, key: &Key, action: EndpointsAction) -> Result<(), kube::Error> {
+    /// Writes the Endpoints; asks to run again soon when the cached copy it was computed from
+    /// was stale (only our own writes change it, and its watch events do not queue the Service).
+    async fn write_endpoints(&self, key: &Key, action: EndpointsAction) -> Result<Option<Duration>, kube::Error> {
         let api: Api<Endpoints> = Api::namespaced(self.client.clone(), &key.namespace);
         let result = match action {
-            EndpointsAction::Nothing => return Ok(()),
+            EndpointsAction::Nothing => return Ok(None),
             EndpointsAction::Create(object) => api.create(&PostParams::default(), &object).await.map(drop),
             EndpointsAction::Update(object) => api.replace(&key.name, &PostParams::default(), &object).await.map(drop),
         };
         match result {
-            Err(e) if is_gone_or_changed(&e) => Ok(()),
+            Ok(()) => Ok(None),
+            Err(e) if is_gone_or_changed(&e) => Ok(Some(STALE_ENDPOINTS_RETRY)),
             Err(e) => {
                 tracing::warn!(service = %key, error = %api_message(&e), "cannot write the Endpoints");
                 Err(e)
             }
-            Ok(()) => Ok(()),
         }
     }
 
