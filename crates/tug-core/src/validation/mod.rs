@@ -16,6 +16,7 @@ mod autoscaling;
 mod batch;
 mod config;
 mod names;
+mod node;
 mod pod;
 mod policy;
 mod service;
@@ -69,6 +70,7 @@ pub fn validate_update(rt: &ResourceType, new: &serde_json::Value, old: &serde_j
     match (rt.group, rt.kind) {
         ("", "Pod") => pod::validate_pod_update(new_spec, old_spec, &mut errs),
         ("", "Service") => service::validate_service_update(new_spec, old_spec, &mut errs),
+        ("", "Node") => node::validate_node_update(new_spec, old_spec, &mut errs),
         ("", "ConfigMap") => config::validate_immutable_data(new_root, old_root, &mut errs),
         ("", "Secret") => {
             config::validate_immutable_data(new_root, old_root, &mut errs);
