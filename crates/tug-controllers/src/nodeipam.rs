@@ -295,8 +295,9 @@ impl Controller {
         match decision {
             Decision::Keep | Decision::Nothing => Ok(None),
             Decision::Exhausted => {
+                // Normal, as Kubernetes' RecordNodeStatusChange writes it (the log line warns).
                 let note =
-                    Note::warning("CIDRNotAvailable", format!("Node {} status is now: CIDRNotAvailable", key.name));
+                    Note::normal("CIDRNotAvailable", format!("Node {} status is now: CIDRNotAvailable", key.name));
                 self.recorder.record(node.as_ref(), &note);
                 tracing::warn!(node = %key.name, "no pod range is free in the cluster CIDR; the node waits for one");
                 Ok(None)

@@ -124,7 +124,7 @@ async fn ranges_survive_a_restart_run_out_and_are_freed_with_their_node() {
         });
         match found {
             Some(event) => {
-                assert_eq!(event.type_.as_deref(), Some("Warning"));
+                assert_eq!(event.type_.as_deref(), Some("Normal"));
                 assert_eq!(event.message.as_deref(), Some("Node e status is now: CIDRNotAvailable"));
                 Ok(())
             }
