@@ -13,11 +13,11 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{ObjectReference, Pod, Service};
+use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-use super::members::{self, hostname, ipv4, publishes_not_ready};
+use super::members::{self, hostname, ipv4, publishes_not_ready, target_ref};
 use crate::pods;
 use crate::runtime;
 
@@ -148,13 +148,7 @@ pub fn endpoint(service: &Service, pod: &Pod, zone: Option<&str>) -> Endpoint {
         }),
         hostname: hostname(pod, service),
         node_name: node,
-        target_ref: Some(ObjectReference {
-            kind: Some("Pod".into()),
-            namespace: pod.metadata.namespace.clone(),
-            name: pod.metadata.name.clone(),
-            uid: pod.metadata.uid.clone(),
-            ..ObjectReference::default()
-        }),
+        target_ref: Some(target_ref(pod)),
         zone: zone.map(str::to_string),
         ..Endpoint::default()
     }

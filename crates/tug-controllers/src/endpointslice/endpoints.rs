@@ -6,13 +6,11 @@
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
-use k8s_openapi::api::core::v1::{
-    EndpointAddress, EndpointPort, EndpointSubset, Endpoints, ObjectReference, Pod, Service,
-};
+use k8s_openapi::api::core::v1::{EndpointAddress, EndpointPort, EndpointSubset, Endpoints, Pod, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::core::HEADLESS_LABEL;
-use super::members::{self, hostname, ipv4, publishes_not_ready};
+use super::members::{self, hostname, ipv4, publishes_not_ready, target_ref};
 use crate::pods;
 
 /// Kubernetes' `maxCapacity`.
@@ -71,13 +69,7 @@ pub fn subsets(service: &Service, pods: &[&Pod]) -> Vec<EndpointSubset> {
             ip: ip.to_string(),
             hostname: hostname(pod, service),
             node_name: pod.spec.as_ref().and_then(|s| s.node_name.clone()).filter(|n| !n.is_empty()),
-            target_ref: Some(ObjectReference {
-                kind: Some("Pod".into()),
-                namespace: pod.metadata.namespace.clone(),
-                name: pod.metadata.name.clone(),
-                uid: pod.metadata.uid.clone(),
-                ..ObjectReference::default()
-            }),
+            target_ref: Some(target_ref(pod)),
         };
         let ready = publish_all || pods::is_ready(pod);
         let key = (ip, pod.metadata.uid.clone().unwrap_or_default());

@@ -4,7 +4,7 @@
 
 use std::net::Ipv4Addr;
 
-use k8s_openapi::api::core::v1::{Pod, Service, ServicePort};
+use k8s_openapi::api::core::v1::{ObjectReference, Pod, Service, ServicePort};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use tug_k8s::labels::Selector;
@@ -43,6 +43,17 @@ pub fn should_be_in_endpoints(pod: &Pod, include_terminating: bool) -> bool {
 }
 
 /// Kubernetes' `ShouldSetHostname`: the pod names a hostname and this Service as its subdomain.
+/// The `targetRef` of a pod's endpoint (slices and the Endpoints mirror alike).
+pub fn target_ref(pod: &Pod) -> ObjectReference {
+    ObjectReference {
+        kind: Some("Pod".into()),
+        namespace: pod.metadata.namespace.clone(),
+        name: pod.metadata.name.clone(),
+        uid: pod.metadata.uid.clone(),
+        ..ObjectReference::default()
+    }
+}
+
 pub fn hostname(pod: &Pod, service: &Service) -> Option<String> {
     let spec = pod.spec.as_ref()?;
     let host = spec.hostname.as_deref().filter(|h| !h.is_empty())?;
