@@ -294,7 +294,7 @@ pub(super) fn selector_is_empty(selector: &Map<String, Value>) -> bool {
 
 /// Whether a `metav1.LabelSelector` (as JSON) selects these labels (`tug-k8s`'s one matcher; a
 /// malformed selector selects nothing).
-pub fn selector_matches(selector: &Map<String, Value>, labels: &Map<String, Value>) -> bool {
+pub(super) fn selector_matches(selector: &Map<String, Value>, labels: &Map<String, Value>) -> bool {
     let selector = tug_k8s::labels::from_json(&Value::Object(selector.clone()));
     tug_k8s::labels::Selector::from_label_selector(selector.as_ref())
         .matches_with(|key| labels.get(key).and_then(Value::as_str))
