@@ -125,7 +125,7 @@ async fn a_deployment_runs_serves_http_survives_an_agent_restart_and_leaves_noth
     let status = node.status.clone().unwrap_or_default();
     assert!(status.node_info.expect("nodeInfo").container_runtime_version.starts_with("containerd://"));
     assert_eq!(status.capacity.expect("capacity")["pods"].0, "110");
-    assert_eq!(node.spec.and_then(|s| s.pod_cidr), Some(options.pod_cidr.clone()));
+    assert_eq!(node.spec.and_then(|s| s.pod_cidr), options.pod_cidr.clone());
 
     let deployments: Api<Deployment> = Api::namespaced(cluster.client.clone(), "default");
     let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), "default");
@@ -133,11 +133,12 @@ async fn a_deployment_runs_serves_http_survives_an_agent_restart_and_leaves_noth
     deployments.create(&PostParams::default(), &web_deployment("web", 2)).await.expect("created");
     let running = ready_pods(&pods, "web", 2).await;
     let all_ready = started.elapsed();
-    let subnet = options.pod_cidr.trim_end_matches("0/24");
+    let pod_cidr = options.pod_cidr.clone().expect("the test host's range");
+    let subnet = pod_cidr.trim_end_matches("0/24");
     for pod in &running {
         let status = pod.status.clone().unwrap_or_default();
         let ip = status.pod_ip.clone().expect("pod IP");
-        assert!(ip.starts_with(subnet), "pod IP {ip} outside {}", options.pod_cidr);
+        assert!(ip.starts_with(subnet), "pod IP {ip} outside {pod_cidr}");
         assert_eq!(status.qos_class.as_deref(), Some("Burstable"));
         let container = &status.container_statuses.expect("container statuses")[0];
         assert!(container.container_id.as_deref().is_some_and(|id| id.starts_with("containerd://")));

@@ -53,9 +53,18 @@ struct ServerArgs {
     /// Name of the server's own node; default: this host's name.
     #[arg(long)]
     node_name: Option<String>,
-    /// The server's own node's pod address range.
-    #[arg(long, default_value = "10.42.0.0/24")]
-    pod_cidr: String,
+    /// The cluster's pod network (IPv4): the node IPAM controller gives each node a range of it
+    /// (`spec.podCIDR`); agents masquerade only traffic leaving it. Agents that join take the
+    /// same value in their --cluster-cidr.
+    #[arg(long, default_value = tug_controllers::nodeipam::DEFAULT_CLUSTER_CIDR)]
+    cluster_cidr: String,
+    /// The prefix length of each node's range of the cluster CIDR (24: 256 addresses a node).
+    #[arg(long, default_value_t = tug_controllers::nodeipam::DEFAULT_NODE_CIDR_MASK_SIZE)]
+    node_cidr_mask_size: u8,
+    /// The server's own node's pod address range, instead of one from the node IPAM controller
+    /// (which leaves a range outside the cluster CIDR alone).
+    #[arg(long)]
+    pod_cidr: Option<String>,
     /// The Linux bridge the server's own node's pods attach to.
     #[arg(long, default_value = "tug0")]
     cni_bridge: String,
@@ -107,9 +116,18 @@ struct AgentArgs {
     /// Use this running CRI runtime instead of starting a containerd of the agent's own.
     #[arg(long)]
     containerd_socket: Option<PathBuf>,
-    /// The node's pod address range.
-    #[arg(long, default_value = "10.42.0.0/24")]
-    pod_cidr: String,
+    /// The node's pod address range; default: the range the server's node IPAM controller
+    /// writes on the Node (waited for).
+    #[arg(long)]
+    pod_cidr: Option<String>,
+    /// The cluster's pod network: the server's --cluster-cidr. Traffic from it to outside it is
+    /// masqueraded; pod-to-pod traffic keeps its source address.
+    #[arg(long, default_value = tug_agent::agent::network::DEFAULT_CLUSTER_CIDR)]
+    cluster_cidr: String,
+    /// The address other nodes reach this one at (the Node's InternalIP, the gateway of routes
+    /// to this node's pods); default: the source address of the default route.
+    #[arg(long)]
+    node_ip: Option<std::net::IpAddr>,
     /// The Linux bridge the node's pods attach to.
     #[arg(long, default_value = "tug0")]
     cni_bridge: String,
@@ -178,10 +196,25 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     match cli.command {
-        Command::Server(args) => server(args),
+        Command::Server(args) => {
+            check_server_args(&args);
+            server(args)
+        }
         Command::Agent(args) => agent(args),
         Command::Sim(args) => sim(args),
         Command::Plan(args) => plan(args),
+    }
+}
+
+/// Exits with clap's usage error when flags that parse one by one do not fit together.
+fn check_server_args(args: &ServerArgs) {
+    if let Err(e) = tug_controllers::nodeipam::CidrSet::new(&args.cluster_cidr, args.node_cidr_mask_size) {
+        let mut command = <Cli as clap::CommandFactory>::command();
+        command.build();
+        let mut server = command.find_subcommand_mut("server").cloned().unwrap_or(command);
+        server
+            .error(clap::error::ErrorKind::ValueValidation, format!("--cluster-cidr/--node-cidr-mask-size: {e}"))
+            .exit();
     }
 }
 
@@ -247,6 +280,8 @@ fn agent(args: AgentArgs) -> ExitCode {
     let mut options = tug_agent::agent::AgentOptions::new(node_name.clone(), args.data_dir.clone());
     options.containerd_socket = args.containerd_socket.clone();
     options.pod_cidr = args.pod_cidr.clone();
+    options.cluster_cidr = args.cluster_cidr.clone();
+    options.node_ip = args.node_ip;
     options.cni_bridge = args.cni_bridge.clone();
     options.api_port = args.api_port;
     let join =
@@ -321,6 +356,7 @@ fn local_agent_options(args: &ServerArgs) -> Option<tug_agent::agent::AgentOptio
     };
     let mut options = tug_agent::agent::AgentOptions::new(node_name, args.data_dir.clone());
     options.pod_cidr = args.pod_cidr.clone();
+    options.cluster_cidr = args.cluster_cidr.clone();
     options.cni_bridge = args.cni_bridge.clone();
     options.api_port = args.agent_api_port;
     Some(options)
@@ -458,6 +494,8 @@ fn server(args: ServerArgs) -> ExitCode {
             let client = kube::Client::new(server.local_service(), "default");
             let options = tug_controllers::ControllerOptions {
                 node_grace: std::time::Duration::from_secs(args.node_grace),
+                cluster_cidr: args.cluster_cidr.clone(),
+                node_cidr_mask_size: args.node_cidr_mask_size,
                 ..Default::default()
             };
             let mut stopped = components_stopped.clone();

@@ -22,7 +22,8 @@ pub fn conflist(bridge: &str, pod_cidr: &str, ipam_dir: &Path) -> String {
                 "type": "bridge",
                 "bridge": bridge,
                 "isGateway": true,
-                // No masquerading yet: pods reach the host and each other; egress NAT is tug-net's.
+                // The plugin would masquerade traffic to other nodes' pods too; the agent's own
+                // nftables rule masquerades only traffic leaving the cluster CIDR (`network`).
                 "ipMasq": false,
                 "hairpinMode": true,
                 "ipam": {
@@ -56,6 +57,7 @@ mod tests {
         let bridge = &value["plugins"][0];
         assert_eq!((bridge["type"].as_str(), bridge["bridge"].as_str()), (Some("bridge"), Some("tug0")));
         assert_eq!(bridge["isGateway"], true);
+        assert_eq!(bridge["ipMasq"], false, "pod-to-pod traffic across nodes keeps its source");
         assert_eq!(bridge["ipam"]["ranges"][0][0]["subnet"], "10.42.0.0/24");
         assert_eq!(bridge["ipam"]["dataDir"], "/data/cni/ipam");
         assert_eq!(value["plugins"][1]["type"], "portmap");

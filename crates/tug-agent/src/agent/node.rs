@@ -6,7 +6,10 @@
 //!
 //! [`report_runtime`] keeps the Ready condition in step with the container runtime, as the
 //! kubelet does: `Ready=False`, reason `KubeletNotReady`, message `container runtime is down`
-//! while the CRI does not answer (or containerd's supervisor says it is down), `Ready=True`
+//! while the CRI does not answer (or containerd's supervisor says it is down), `container
+//! runtime network not ready: NetworkReady=false ...` while it has no CNI network (the agent
+//! waiting for its pod range, see `network`); the node registers with that Ready already,
+//! `Ready=True`
 //! again once it does — written only when it changes — with `NodeNotReady`/`NodeReady` events,
 //! and a Warning `ContainerRuntimeRestarted` event each time the supervisor restarted containerd.
 
@@ -173,9 +176,9 @@ pub fn runtime_problem(answer: Option<&[RuntimeCondition]>) -> Option<String> {
 }
 
 /// The node status: capacity (allocatable alike: nothing is reserved yet) with ephemeral
-/// storage and (no) huge pages, conditions, addresses, nodeInfo (all from `tug_k8s::node`, the
-/// builder hollow nodes use too) and the runtime's images.
-pub fn node_status(host: &HostFacts, api_port: u16, now: Timestamp) -> Value {
+/// storage and (no) huge pages, conditions (Ready unless `problem`), addresses, nodeInfo (all
+/// from `tug_k8s::node`, the builder hollow nodes use too) and the runtime's images.
+pub fn node_status(host: &HostFacts, api_port: u16, problem: Option<&str>, now: Timestamp) -> Value {
     let facts = NodeFacts {
         cpu: host.cpus.to_string(),
         memory: format!("{}Ki", host.memory_bytes / 1024),
@@ -195,6 +198,11 @@ pub fn node_status(host: &HostFacts, api_port: u16, now: Timestamp) -> Value {
         architecture: node_labels("")["kubernetes.io/arch"].clone(),
     };
     let mut status = tug_k8s::node::node_status(&facts, now, true);
+    if let Some(conditions) = status["conditions"].as_array_mut() {
+        for condition in conditions.iter_mut().filter(|c| c["type"] == "Ready") {
+            *condition = ready_condition(problem, now, true);
+        }
+    }
     status["images"] =
         host.images.iter().map(|(names, size)| json!({"names": names, "sizeBytes": size})).collect::<Vec<_>>().into();
     status
@@ -204,9 +212,10 @@ pub fn node_status(host: &HostFacts, api_port: u16, now: Timestamp) -> Value {
 /// provisioner puts a claim's volume there).
 pub const STORAGE_DIR_ANNOTATION: &str = "tugboat.dev/storage-dir";
 
-/// A new Node as the agent registers it; `storage_dir` is where its local volumes live.
-pub fn node_object(name: &str, pod_cidr: &str, storage_dir: &std::path::Path) -> Value {
-    json!({
+/// A new Node as the agent registers it; `storage_dir` is where its local volumes live. Without
+/// a `pod_cidr` the server's node IPAM controller gives it one.
+pub fn node_object(name: &str, pod_cidr: Option<&str>, storage_dir: &std::path::Path) -> Value {
+    let mut node = json!({
         "apiVersion": "v1",
         "kind": "Node",
         "metadata": {
@@ -217,8 +226,11 @@ pub fn node_object(name: &str, pod_cidr: &str, storage_dir: &std::path::Path) ->
                 STORAGE_DIR_ANNOTATION: storage_dir.to_string_lossy(),
             },
         },
-        "spec": {"podCIDR": pod_cidr, "podCIDRs": [pod_cidr]},
-    })
+    });
+    if let Some(pod_cidr) = pod_cidr {
+        node["spec"] = json!({"podCIDR": pod_cidr, "podCIDRs": [pod_cidr]});
+    }
+    node
 }
 
 fn api_error(what: String) -> impl FnOnce(kube::Error) -> AgentError {
@@ -232,15 +244,17 @@ fn code(error: &kube::Error) -> Option<u16> {
     }
 }
 
-/// Creates the node, or updates the one of this name (labels, pod range, storage dir); then
-/// writes its status. Returns the node's uid (the lease's owner).
+/// Creates the node, or updates the one of this name (labels, the pod range when given, storage
+/// dir); then writes its status, Ready unless `problem`. Returns the node's uid (the lease's
+/// owner).
 pub async fn register(
     client: &kube::Client,
     name: &str,
-    pod_cidr: &str,
+    pod_cidr: Option<&str>,
     storage_dir: &std::path::Path,
     host: &HostFacts,
     api_port: u16,
+    problem: Option<&str>,
 ) -> Result<String, AgentError> {
     let nodes: Api<Node> = Api::all(client.clone());
     let object: Node = serde_json::from_value(node_object(name, pod_cidr, storage_dir))
@@ -248,13 +262,15 @@ pub async fn register(
     let node = match nodes.create(&PostParams::default(), &object).await {
         Ok(node) => node,
         Err(e) if code(&e) == Some(409) => {
-            let patch = json!({
+            let mut patch = json!({
                 "metadata": {
                     "labels": node_labels(name),
                     "annotations": {STORAGE_DIR_ANNOTATION: storage_dir.to_string_lossy()},
                 },
-                "spec": {"podCIDR": pod_cidr, "podCIDRs": [pod_cidr]},
             });
+            if let Some(pod_cidr) = pod_cidr {
+                patch["spec"] = json!({"podCIDR": pod_cidr, "podCIDRs": [pod_cidr]});
+            }
             nodes
                 .patch(name, &PatchParams::default(), &Patch::Merge(patch))
                 .await
@@ -262,14 +278,20 @@ pub async fn register(
         }
         Err(e) => return Err(api_error(format!("registering node {name}"))(e)),
     };
-    post_status(client, name, host, api_port).await?;
+    post_status(client, name, host, api_port, problem).await?;
     Ok(node.metadata.uid.unwrap_or_default())
 }
 
-/// Writes the node's whole status (conditions merge by type).
-pub async fn post_status(client: &kube::Client, name: &str, host: &HostFacts, api_port: u16) -> Result<(), AgentError> {
+/// Writes the node's whole status (conditions merge by type), Ready unless `problem`.
+pub async fn post_status(
+    client: &kube::Client,
+    name: &str,
+    host: &HostFacts,
+    api_port: u16,
+    problem: Option<&str>,
+) -> Result<(), AgentError> {
     let nodes: Api<Node> = Api::all(client.clone());
-    let patch = Patch::Strategic(json!({"status": node_status(host, api_port, Timestamp::now())}));
+    let patch = Patch::Strategic(json!({"status": node_status(host, api_port, problem, Timestamp::now())}));
     nodes
         .patch_status(name, &PatchParams::default(), &patch)
         .await
@@ -297,7 +319,7 @@ async fn record_event(client: &kube::Client, name: &str, what: (bool, &str, &str
 }
 
 /// The CRI's answer to `Status` (its conditions), `None` when it does not answer in time.
-async fn runtime_answer(cri: &tug_cri::Clients) -> Option<Vec<RuntimeCondition>> {
+pub(crate) async fn runtime_answer(cri: &tug_cri::Clients) -> Option<Vec<RuntimeCondition>> {
     let mut runtime = cri.runtime.clone();
     let call = runtime.status(StatusRequest { verbose: false });
     match tokio::time::timeout(RUNTIME_CHECK_TIMEOUT, call).await {
@@ -330,15 +352,16 @@ async fn supervisor_changed(
 
 /// Keeps node `name`'s Ready condition in step with the runtime behind `cri`, checked every
 /// second and at once when the managed containerd's `supervisor` reports a change; records a
-/// Warning event when the supervisor restarted containerd. Runs until aborted. The node was
-/// registered Ready.
+/// Warning event when the supervisor restarted containerd. Runs until aborted. `registered` is
+/// the problem the node was registered with (`None`: Ready).
 pub async fn report_runtime(
     client: kube::Client,
     name: String,
     cri: tug_cri::Clients,
     mut supervisor: Option<watch::Receiver<RuntimeStatus>>,
+    registered: Option<String>,
 ) {
-    let mut reported: Option<String> = None;
+    let mut reported = registered;
     let mut restarts = supervisor.as_ref().map_or(0, |status| status.borrow().restarts);
     let mut ticks = tokio::time::interval(RUNTIME_CHECK_EVERY);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -482,8 +505,8 @@ mod tests {
 
     #[test]
     fn node_and_status_read_as_a_ready_kubelet_node() {
-        let mut value = node_object("n1", "10.42.0.0/24", std::path::Path::new("/var/lib/tug/storage"));
-        value["status"] = node_status(&host(), 10250, "2025-01-02T03:04:05Z".parse().expect("time"));
+        let mut value = node_object("n1", Some("10.42.0.0/24"), std::path::Path::new("/var/lib/tug/storage"));
+        value["status"] = node_status(&host(), 10250, None, "2025-01-02T03:04:05Z".parse().expect("time"));
         let node: Node = serde_json::from_value(value).expect("a valid Node");
         assert_eq!(node.spec.expect("spec").pod_cidr.as_deref(), Some("10.42.0.0/24"));
         let annotations = node.metadata.annotations.expect("annotations");
@@ -513,5 +536,18 @@ mod tests {
             status.images.expect("images")[0].names.as_deref(),
             Some(&["localhost/busybox:latest".to_string()][..])
         );
+    }
+
+    #[test]
+    fn a_node_without_a_range_or_network_registers_without_podcidr_and_not_ready() {
+        let value = node_object("n1", None, std::path::Path::new("/s"));
+        let node: Node = serde_json::from_value(value).expect("a valid Node");
+        assert_eq!(node.spec.and_then(|s| s.pod_cidr), None, "the server's node IPAM fills it in");
+        let problem = "container runtime network not ready: NetworkReady=false reason:NetworkPluginNotReady message:x";
+        let status = node_status(&host(), 10250, Some(problem), "2025-01-02T03:04:05Z".parse().expect("time"));
+        let ready: Vec<&Value> =
+            status["conditions"].as_array().expect("conditions").iter().filter(|c| c["type"] == "Ready").collect();
+        assert_eq!(ready.len(), 1);
+        assert_eq!((ready[0]["status"].as_str(), ready[0]["message"].as_str()), (Some("False"), Some(problem)));
     }
 }

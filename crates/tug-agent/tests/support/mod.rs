@@ -20,6 +20,10 @@ use tug_apiserver::server::{RunningServer, ServerConfig};
 use tug_cri::v1::{ListPodSandboxRequest, RemovePodSandboxRequest, StopPodSandboxRequest};
 use tug_testkit::eventually;
 
+/// The `proto` of routes made by the agents of tests that share the host's network (one-node
+/// clusters: they make none, but remove stale ones of their protocol at start).
+pub const TEST_ROUTE_PROTOCOL: u8 = 117;
+
 /// How long anything asynchronous may take before a test gives up.
 pub const DEADLINE: Duration = Duration::from_secs(60);
 
@@ -83,6 +87,7 @@ pub fn run(program: &str, args: &[&str]) -> std::process::Output {
 pub struct Host {
     dir: tempfile::TempDir,
     bridge: String,
+    masquerade_table: String,
     /// Set once the test saw the runtime empty: nothing to sweep.
     pub clean: bool,
 }
@@ -106,10 +111,16 @@ impl Host {
         let bridge: String = format!("{prefix}{suffix}").chars().take(15).collect();
         let octet = u8::from_str_radix(&suffix[suffix.len() - 2..], 16).expect("hex suffix");
         let mut options = AgentOptions::new(format!("{prefix}-{suffix}"), dir.path());
-        options.pod_cidr = format!("10.{second_octet}.{octet}.0/24");
+        options.pod_cidr = Some(format!("10.{second_octet}.{octet}.0/24"));
+        options.cluster_cidr = format!("10.{second_octet}.0.0/16");
         options.cni_bridge = bridge.clone();
+        // Host objects of this test's own: its masquerade table, and a route protocol no real
+        // agent uses, so an agent of a test never removes a real agent's routes on this host.
+        let masquerade_table = format!("tugt_{suffix}");
+        options.masquerade_table = masquerade_table.clone();
+        options.route_protocol = TEST_ROUTE_PROTOCOL;
         options.lease_interval = Duration::from_millis(500);
-        (Host { dir, bridge, clean: false }, options)
+        (Host { dir, bridge, masquerade_table, clean: false }, options)
     }
 
     pub fn data_dir(&self) -> &Path {
@@ -142,6 +153,7 @@ impl Drop for Host {
             .join();
         }
         let _ = run("ip", &["link", "del", &self.bridge]);
+        let _ = run("nft", &["delete", "table", "ip", &self.masquerade_table]);
         unmount_under(self.dir.path());
     }
 }
