@@ -392,7 +392,11 @@ async fn the_kubernetes_service_has_endpoints_and_an_endpoint_slice() {
     assert_eq!(ports, [(Some("https"), port)]);
     assert_eq!(ep.labels().get("endpointslice.kubernetes.io/skip-mirror").map(String::as_str), Some("true"));
     let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), "default");
-    let slice = slices.get("kubernetes").await.expect("the kubernetes EndpointSlice");
+    // Written just after the Endpoints, in the same pass.
+    let slice = tug_testkit::eventually("the kubernetes EndpointSlice", DEADLINE, || async {
+        slices.get_opt("kubernetes").await.map_err(|e| e.to_string())?.ok_or_else(|| "not yet".to_string())
+    })
+    .await;
     assert_eq!(slice.labels().get("kubernetes.io/service-name").map(String::as_str), Some("kubernetes"));
     assert_eq!(slice.address_type, "IPv4");
     let addresses: Vec<&String> = slice.endpoints.iter().flat_map(|e| &e.addresses).collect();
