@@ -44,11 +44,12 @@ ensure_rust() {
 BUILD_PACKAGES=(build-essential pkg-config protobuf-compiler libprotobuf-dev)
 
 # The container runtime the agent drives through CRI: containerd + runc, the CNI plugins its
-# pods' network needs, and busybox-static from which scripts/demo-images builds the demo images.
+# pods' network needs, busybox-static from which scripts/demo-images builds the demo images, and
+# nftables (`nft`), through which the agent's service proxy writes its table.
 # The agent runs its own containerd (own config, socket and state under its data dir), so a
 # system-wide one that Debian may start on install is left alone: Docker may need it.
 ensure_containerd() {
-  ensure_packages containerd runc containernetworking-plugins busybox-static
+  ensure_packages containerd runc containernetworking-plugins busybox-static nftables
 }
 
 # A local image registry and the tool that fills it, for the node agent's acceptance test

@@ -8,6 +8,7 @@
 //! and hands this crate plain Kubernetes objects; this crate never talks to the cluster.
 
 mod cidr;
+pub mod dns;
 pub mod netns;
 pub mod proxy;
 

@@ -123,7 +123,12 @@ pub fn delta(table: &str, old: &RuleSet, new: &RuleSet) -> Option<Delta> {
         diff_rendered(&old.service_ips, &new.service_ips, address_key(SERVICE_IPS), verdict),
     ];
     let port_maps = [
-        diff_rendered(&old.no_endpoint_node_ports, &new.no_endpoint_node_ports, port_key(NO_ENDPOINT_NODE_PORTS), verdict),
+        diff_rendered(
+            &old.no_endpoint_node_ports,
+            &new.no_endpoint_node_ports,
+            port_key(NO_ENDPOINT_NODE_PORTS),
+            verdict,
+        ),
         diff_rendered(&old.service_node_ports, &new.service_node_ports, port_key(SERVICE_NODE_PORTS), verdict),
     ];
     for ((set, key), change) in maps.into_iter().chain(port_maps).flatten() {

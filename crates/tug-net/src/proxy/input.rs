@@ -144,8 +144,8 @@ pub fn service_ports(service: &Service) -> Vec<ServicePort> {
                 internal_policy_local: spec.internal_traffic_policy.as_deref() == Some("Local"),
             };
             // The external policy only means something for traffic that can arrive from outside.
-            service_port.external_policy_local = service_port.externally_accessible()
-                && spec.external_traffic_policy.as_deref() == Some("Local");
+            service_port.external_policy_local =
+                service_port.externally_accessible() && spec.external_traffic_policy.as_deref() == Some("Local");
             Some(service_port)
         })
         .collect()

@@ -30,3 +30,6 @@ pub use syncer::{SyncReport, Syncer};
 
 /// The sysctl that lets node ports answer on 127.0.0.1 (set to `1`).
 pub const ROUTE_LOCALNET: &str = "/proc/sys/net/ipv4/conf/all/route_localnet";
+
+#[cfg(test)]
+mod tests;

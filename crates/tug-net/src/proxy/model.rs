@@ -86,26 +86,45 @@ pub type BackendKey = (u8, u32);
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Rule {
     /// Mark for masquerade traffic to this ClusterIP port that does not come from a pod.
-    MasqueradeUnlessFromPods { cluster_ip: Ipv4Addr, protocol: Protocol, port: u16, pods: Ipv4Cidr },
+    MasqueradeUnlessFromPods {
+        cluster_ip: Ipv4Addr,
+        protocol: Protocol,
+        port: u16,
+        pods: Ipv4Cidr,
+    },
     /// Mark every packet for masquerade.
     Masquerade,
     /// Pod traffic goes to `chain` (an external address used from inside the cluster).
-    PodTrafficGoto { pods: Ipv4Cidr, chain: String },
+    PodTrafficGoto {
+        pods: Ipv4Cidr,
+        chain: String,
+    },
     /// Mark for masquerade traffic sent by this host.
     MasqueradeFromHost,
     /// Traffic sent by this host goes to `chain`.
     HostTrafficGoto(String),
     Goto(String),
     /// A client remembered in `set` (ClientIP affinity) goes back to its endpoint's `chain`.
-    AffinityGoto { set: String, chain: String },
+    AffinityGoto {
+        set: String,
+        chain: String,
+    },
     /// Pick one of `chains` at random.
     PickChain(Vec<String>),
     /// Pick one of the `count` endpoints at keys `offset..offset + count` of backend map `shard`
     /// at random, and DNAT to it.
-    PickBackend { protocol: Protocol, shard: u8, offset: u32, count: u32 },
+    PickBackend {
+        protocol: Protocol,
+        shard: u8,
+        offset: u32,
+        count: u32,
+    },
     /// Remember the client in `set` (ClientIP affinity).
     RememberClient(String),
-    Dnat { protocol: Protocol, to: SocketAddrV4 },
+    Dnat {
+        protocol: Protocol,
+        to: SocketAddrV4,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -230,7 +249,8 @@ impl Builder<'_> {
         }
 
         if let Some(chain) = &external_chain {
-            let rules = self.external_rules(port, cluster_chain.as_deref(), external_policy_chain.as_deref(), has_external);
+            let rules =
+                self.external_rules(port, cluster_chain.as_deref(), external_policy_chain.as_deref(), has_external);
             self.set.chains.insert(chain.clone(), Chain { comment: format!("{id} external"), rules });
         }
         let pods = self.node.pod_traffic_cidr();

@@ -25,9 +25,7 @@ pub enum NftError {
     Missing,
     #[error("could not run `{command}`: {source}")]
     Spawn { command: String, source: std::io::Error },
-    #[error(
-        "nft rejected the {lines}-line transaction for table ip {table} (nothing of it was applied): {stderr}"
-    )]
+    #[error("nft rejected the {lines}-line transaction for table ip {table} (nothing of it was applied): {stderr}")]
     Rejected { table: String, lines: usize, stderr: String },
 }
 
@@ -47,14 +45,12 @@ impl Nft {
             }
         };
         let described = format!("{command:?}");
-        let mut child = command
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|source| match source.kind() {
-                std::io::ErrorKind::NotFound => NftError::Missing,
-                _ => NftError::Spawn { command: described.clone(), source },
+        let mut child =
+            command.stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().map_err(|source| {
+                match source.kind() {
+                    std::io::ErrorKind::NotFound => NftError::Missing,
+                    _ => NftError::Spawn { command: described.clone(), source },
+                }
             })?;
         let mut stdin = child.stdin.take().expect("stdin is piped");
         // Written from another thread so a chatty nft cannot block on a full stderr pipe while

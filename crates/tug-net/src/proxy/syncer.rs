@@ -59,7 +59,9 @@ impl Syncer {
         let applying = Instant::now();
         // Unknown state while nft runs: a failure leaves `applied` empty (full write next).
         self.applied = None;
-        self.nft.apply(&script).inspect_err(|error| tracing::warn!(%error, full, "service proxy sync failed; the next sync rewrites the table"))?;
+        self.nft.apply(&script).inspect_err(
+            |error| tracing::warn!(%error, full, "service proxy sync failed; the next sync rewrites the table"),
+        )?;
         self.applied = Some(wanted);
         Ok(SyncReport { full, changes, render, apply: applying.elapsed() })
     }
