@@ -70,8 +70,11 @@ pub async fn agent_child(args: AgentChildArgs) -> Result<String, String> {
     let client = tug_leader::join::client_from_token(&args.server, &args.token_file, &args.ca_file)
         .map_err(ctx("the agent's credentials"))?;
     let mut options = tug_agent::agent::AgentOptions::new(args.node_name, args.data_dir);
-    options.pod_cidr = "10.216.0.0/24".into();
+    options.pod_cidr = Some("10.216.0.0/24".into());
     options.cni_bridge = "tugbench0".into();
+    // Its own nft table and route protocol: a real agent on this host keeps its own.
+    options.masquerade_table = "tugbench_podnet".into();
+    options.route_protocol = 118;
     let stdin_closed = async {
         let _ = tokio::task::spawn_blocking(|| {
             use std::io::Read;
