@@ -23,6 +23,10 @@ use crate::object;
 
 /// How many recent events are kept for watches that resume from a resourceVersion: at the
 /// ~5,000 changes/s of a 100,000-pod rollout, ten seconds of history.
+/// Where the API's objects live in the store.
+const OBJECTS: &str = "/registry/";
+/// Every key the server writes (objects and its own records under `/tugboat/`).
+const KEYSPACE: &str = "/";
 const HISTORY_EVENTS: usize = 50_000;
 /// How often history the store has compacted away is dropped from the cache: after a burst,
 /// its events (each holding whole objects) would otherwise stay until 50,000 newer ones push
@@ -238,7 +242,10 @@ async fn follow(
     let mut trim = tokio::time::interval(HISTORY_TRIM_INTERVAL);
     trim.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        match store.watch("/registry/", after).await {
+        // The whole keyspace, not just `/registry/`: the server's own records (service address
+        // allocations, API server leases) take revisions too, and a list waits until the cache
+        // has passed the store's current revision.
+        match store.watch(KEYSPACE, after).await {
             Ok(mut stream) => loop {
                 let item = tokio::select! {
                     _ = shutdown.changed() => return,
@@ -256,7 +263,11 @@ async fn follow(
                 match item {
                     Ok(event) => {
                         after = event.revision();
-                        cache.apply(event);
+                        if event.kv.key.starts_with(OBJECTS) {
+                            cache.apply(event);
+                        } else {
+                            cache.pass_over(after);
+                        }
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "watch cache: store watch ended");
@@ -311,7 +322,7 @@ impl WatchCache {
 
     /// Replaces the whole content with a fresh list; returns its revision.
     async fn load(&self) -> Result<Revision, tug_store::Error> {
-        let list = self.store.list("/registry/", ListOptions::default()).await?;
+        let list = self.store.list(OBJECTS, ListOptions::default()).await?;
         let mut shards: HashMap<String, Shard> = HashMap::new();
         for kv in &list.items {
             match CachedObject::decode(&kv.key, &kv.value, kv.mod_revision) {
@@ -343,6 +354,7 @@ impl WatchCache {
         let cached_prev = self.get(&event.kv.key);
         let Some(event) = event_from_store(&event, cached_prev) else {
             tracing::warn!(key = %event.kv.key, "watch cache: undecodable object ignored");
+            self.pass_over(event.revision());
             return;
         };
         let event = Arc::new(event);
@@ -364,6 +376,17 @@ impl WatchCache {
         state.revision = revision;
         drop(state);
         self.revision.send_replace(revision);
+    }
+
+    /// Moves the cache's revision past a store change it holds nothing of (a key outside
+    /// `/registry/`, or an undecodable object), so reads waiting for that revision go on.
+    fn pass_over(&self, revision: Revision) {
+        let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
+        if revision > state.revision {
+            state.revision = revision;
+            drop(state);
+            self.revision.send_replace(revision);
+        }
     }
 
     /// Drops the history the store has compacted away (at or below `compacted`): a watch from
@@ -527,5 +550,22 @@ mod tests {
         let err = cache.watch_from("configmaps", 0).unwrap_err();
         assert_eq!(err, WatchStartError::TooOld { requested: 0, oldest: last - 4 });
         assert_eq!(cache.watch_from("configmaps", last - 4).unwrap().backlog.len(), 4, "newer history stays");
+    }
+
+    #[tokio::test]
+    async fn the_servers_own_records_do_not_hold_up_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(
+            tug_store::sqlite::SqliteStore::open(&dir.path().join("state.db"), Default::default()).await.unwrap(),
+        );
+        let (_stop, shutdown) = watch::channel(false);
+        let cache = WatchCache::start(store.clone(), shutdown).await.unwrap();
+        store.create("/registry/configmaps/default/a", br#"{"metadata":{"name":"a"}}"#.to_vec(), None).await.unwrap();
+        // An allocation record and an undecodable object: revisions the cache holds nothing of.
+        store.create("/tugboat/services/clusterips/10.43.0.7", b"{}".to_vec(), None).await.unwrap();
+        let last = store.create("/registry/configmaps/default/b", b"not json".to_vec(), None).await.unwrap();
+        assert_eq!(cache.sync().await.expect("a read after the server's own writes"), last);
+        assert!(cache.get("/registry/configmaps/default/a").is_some());
+        assert!(cache.get("/tugboat/services/clusterips/10.43.0.7").is_none(), "only API objects are cached");
     }
 }
