@@ -1,4 +1,4 @@
-//! The watch cache: every stored object in memory, fed by ONE store watch on `/registry/`, so
+//! The watch cache: every stored object in memory, fed by ONE store watch (on the whole keyspace), so
 //! lists and watches cost no store reads and a thousand watchers cost one store watch (the
 //! Kubernetes apiserver's cacher is the model).
 //!
