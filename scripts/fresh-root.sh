@@ -58,6 +58,10 @@ agent_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0
 kubeconfig="$root/var/lib/tugboat/kubeconfig.yaml"
 log="$run/up.log"
 ns_pid=""
+# The server shares this host's network, so its agent's egress NAT table lands here too: removed at
+# the end unless it was here before (a real Tugboat on this machine).
+podnet_table=tugboat_podnet
+podnet_preexisting=$(nft list table ip "$podnet_table" >/dev/null 2>&1 && echo yes || echo no)
 
 cleanup() {
   local rc=$?
@@ -72,6 +76,7 @@ cleanup() {
     wait "$ns_pid" 2>/dev/null || true
   fi
   ip link del "$bridge" >/dev/null 2>&1 || true
+  [ "$podnet_preexisting" = yes ] || nft delete table ip "$podnet_table" >/dev/null 2>&1 || true
   if grep -q " $run/" /proc/mounts; then
     echo "fresh root: mounts remain under $run; left in place" >&2
   else

@@ -45,11 +45,12 @@ BUILD_PACKAGES=(build-essential pkg-config protobuf-compiler libprotobuf-dev)
 
 # The container runtime the agent drives through CRI: containerd + runc, the CNI plugins its
 # pods' network needs, busybox-static from which scripts/demo-images builds the demo images, and
-# nftables (`nft`), through which the agent's service proxy writes its table.
+# nftables (`nft`), through which the agent writes its egress NAT and service proxy tables, and
+# iproute2 (`ip`), with which it keeps routes to other nodes' pod ranges (minbase lacks it).
 # The agent runs its own containerd (own config, socket and state under its data dir), so a
 # system-wide one that Debian may start on install is left alone: Docker may need it.
 ensure_containerd() {
-  ensure_packages containerd runc containernetworking-plugins busybox-static nftables
+  ensure_packages containerd runc containernetworking-plugins busybox-static nftables iproute2
 }
 
 # A local image registry and the tool that fills it, for the node agent's acceptance test
