@@ -4,6 +4,7 @@
 mod api;
 mod containers;
 mod controllers;
+mod dns;
 mod h2client;
 mod reclaim;
 mod scheduler;
@@ -37,6 +38,8 @@ enum Bench {
     /// Real containers: a Deployment of the demo image through one node agent (containerd),
     /// until all pods run, and its deletion; optionally against Docker swarm.
     Containers(containers::ContainersArgs),
+    /// Cluster DNS (tug-net) on loopback with 1,000 Services: queries/s, p50/p99 over UDP.
+    Dns(dns::DnsArgs),
     /// The node agent of the `containers` benchmark, run as a child process so its memory is
     /// measured alone.
     #[command(hide = true)]
@@ -53,6 +56,7 @@ fn main() {
         Bench::Scheduler(args) => runtime.block_on(scheduler::run(args)),
         Bench::Controllers(args) => runtime.block_on(controllers::run(args)),
         Bench::Containers(args) => runtime.block_on(containers::run(args)),
+        Bench::Dns(args) => runtime.block_on(dns::run(args)),
         Bench::ContainersAgent(args) => runtime.block_on(containers::agent_child(args)),
     };
     match figures {
