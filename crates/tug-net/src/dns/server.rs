@@ -79,15 +79,15 @@ impl ClusterDnsHandler {
             reply
         });
         let builder = || MessageResponseBuilder::new(&request.queries, edns.as_ref());
-        let refuse = |code| builder().error_msg(&request.metadata, code);
+        let error_reply = |code| builder().error_msg(&request.metadata, code);
         if request.as_slice().len() > self.limits.max_query_bytes {
-            return response_handle.send_response(refuse(ResponseCode::Refused)).await;
+            return response_handle.send_response(error_reply(ResponseCode::Refused)).await;
         }
         if request.metadata.op_code != OpCode::Query {
-            return response_handle.send_response(refuse(ResponseCode::NotImp)).await;
+            return response_handle.send_response(error_reply(ResponseCode::NotImp)).await;
         }
         let Ok(info) = request.request_info() else {
-            return response_handle.send_response(refuse(ResponseCode::FormErr)).await;
+            return response_handle.send_response(error_reply(ResponseCode::FormErr)).await;
         };
         let question = info.query.original();
         let decision = {
@@ -98,7 +98,7 @@ impl ClusterDnsHandler {
         reply.recursion_available = true;
         let (answers, authorities, additionals) = match decision {
             Decision::Refuse => {
-                return response_handle.send_response(refuse(ResponseCode::Refused)).await;
+                return response_handle.send_response(error_reply(ResponseCode::Refused)).await;
             }
             Decision::Answer(answer) => {
                 reply.authoritative = true;
@@ -107,7 +107,7 @@ impl ClusterDnsHandler {
             }
             Decision::Forward => {
                 let Ok(_permit) = self.forwards.try_acquire() else {
-                    return response_handle.send_response(refuse(ResponseCode::Refused)).await;
+                    return response_handle.send_response(error_reply(ResponseCode::Refused)).await;
                 };
                 match self.upstreams.forward(request.as_slice()).await {
                     Ok(upstream) => {
@@ -119,7 +119,7 @@ impl ClusterDnsHandler {
                     }
                     Err(error) => {
                         tracing::debug!(%error, name = %question.name(), "forward failed");
-                        return response_handle.send_response(refuse(ResponseCode::ServFail)).await;
+                        return response_handle.send_response(error_reply(ResponseCode::ServFail)).await;
                     }
                 }
             }
