@@ -6,6 +6,7 @@ mod containers;
 mod controllers;
 mod dns;
 mod h2client;
+mod network;
 mod reclaim;
 mod scheduler;
 mod store;
@@ -40,6 +41,9 @@ enum Bench {
     Containers(containers::ContainersArgs),
     /// Cluster DNS (tug-net) on loopback with 1,000 Services: queries/s, p50/p99 over UDP.
     Dns(dns::DnsArgs),
+    /// The nftables service proxy in a throwaway network namespace: 5,000 Services x 50
+    /// endpoints from cold, one Service added among 10,000, an endpoint change (needs root).
+    Network(network::NetworkArgs),
     /// The node agent of the `containers` benchmark, run as a child process so its memory is
     /// measured alone.
     #[command(hide = true)]
@@ -57,6 +61,7 @@ fn main() {
         Bench::Controllers(args) => runtime.block_on(controllers::run(args)),
         Bench::Containers(args) => runtime.block_on(containers::run(args)),
         Bench::Dns(args) => runtime.block_on(dns::run(args)),
+        Bench::Network(args) => runtime.block_on(network::run(args)),
         Bench::ContainersAgent(args) => runtime.block_on(containers::agent_child(args)),
     };
     match figures {
