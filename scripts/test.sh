@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
-ensure_packages "${BUILD_PACKAGES[@]}" etcd-server
+ensure_packages "${BUILD_PACKAGES[@]}" etcd-server curl
 ensure_containerd
 ensure_registry_tools
 ensure_rust
