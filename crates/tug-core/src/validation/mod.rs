@@ -30,7 +30,6 @@ use serde_json::{Map, Value};
 use crate::registry::ResourceType;
 use crate::status::Cause;
 
-
 /// Validation of an object about to be created (after defaulting).
 pub fn validate_create(rt: &ResourceType, obj: &serde_json::Value) -> Vec<Cause> {
     let mut errs = Errors::default();
