@@ -124,3 +124,34 @@ async fn a_file_written_without_incremental_vacuum_is_converted_once_at_open() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_reader_on_an_old_snapshot_only_delays_the_shrink() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let store = Arc::new(SqliteStore::open(&path, options()).await.unwrap());
+    for i in 0..500 {
+        store.create(&format!("/k/{i:03}"), vec![7; 4000], None).await.unwrap();
+    }
+    // A reader (a backup, `sqlite3` by hand) holding a snapshot from before the deletes: the
+    // checkpoint that follows the vacuum cannot copy past it and is left unfinished.
+    let reader = rusqlite::Connection::open(&path).unwrap();
+    reader.execute_batch("BEGIN; SELECT count(*) FROM sqlite_master;").unwrap();
+    for i in 0..500 {
+        store.delete(&format!("/k/{i:03}"), None).await.unwrap();
+    }
+    store.compact(store.current_revision().await.unwrap()).await.unwrap();
+    eventually("the free pages handed back (in the WAL)", DEADLINE, || async {
+        let s = store.space().await.map_err(|e| e.to_string())?;
+        if s.free_pages == 0 && s.pages * s.page_size <= 256 * 1024 { Ok(()) } else { Err(show(&s)) }
+    })
+    .await;
+    // The reader goes; no write follows. The unfinished checkpoint is retried on its own.
+    reader.execute_batch("COMMIT;").unwrap();
+    drop(reader);
+    eventually("the file shrinking once the reader is gone", DEADLINE, || async {
+        let s = store.space().await.map_err(|e| e.to_string())?;
+        if s.file_bytes <= 256 * 1024 { Ok(()) } else { Err(show(&s)) }
+    })
+    .await;
+}

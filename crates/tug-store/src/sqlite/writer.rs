@@ -21,6 +21,8 @@ const COMMITS_PER_CHECKPOINT: u32 = 64;
 /// Pages handed back to the filesystem per incremental-vacuum step (16 MiB of 4 KiB pages).
 /// Steps run between write batches, like compaction steps, each in its own transaction.
 const VACUUM_STEP_PAGES: i64 = 4096;
+/// Wait before an unfinished checkpoint (a reader held an older snapshot) is tried again.
+const CHECKPOINT_RETRY: Duration = Duration::from_secs(1);
 /// Quiet time after the last commit before the WAL is checkpointed anyway, so a burst followed
 /// by silence does not leave its tail (and a large WAL file) behind.
 const IDLE_CHECKPOINT: Duration = Duration::from_secs(1);
@@ -588,10 +590,26 @@ impl Checkpointer {
         let thread = std::thread::Builder::new()
             .name("tug-store-checkpoint".into())
             .spawn(move || {
-                while requests.recv().is_ok() {
-                    if let Err(e) = checkpoint(&conn, &wal) {
-                        tracing::warn!(error = %e, "WAL checkpoint failed; will retry");
+                // A checkpoint that could not copy everything (a reader still on an older
+                // snapshot) or failed is retried until it completes: after the last write of a
+                // burst no further request comes, and the file would keep its old size.
+                let mut unfinished = false;
+                loop {
+                    let woke = if unfinished {
+                        requests.recv_timeout(CHECKPOINT_RETRY)
+                    } else {
+                        requests.recv().map_err(|_| mpsc::RecvTimeoutError::Disconnected)
+                    };
+                    if woke == Err(mpsc::RecvTimeoutError::Disconnected) {
+                        break;
                     }
+                    unfinished = match checkpoint(&conn, &wal) {
+                        Ok(complete) => !complete,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "WAL checkpoint failed; will retry");
+                            true
+                        }
+                    };
                 }
             })
             .map_err(|e| Error::Unavailable(format!("cannot start the checkpoint thread: {e}")))?;
@@ -609,14 +627,16 @@ impl Checkpointer {
     }
 }
 
-fn checkpoint(conn: &Connection, wal: &Path) -> rusqlite::Result<()> {
+/// One checkpoint; whether it copied the whole WAL back.
+fn checkpoint(conn: &Connection, wal: &Path) -> rusqlite::Result<bool> {
     // (busy, frames in the WAL, frames copied back)
     let (busy, frames, copied): (i64, i64, i64) =
         conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
     let wal_bytes = std::fs::metadata(wal).map(|m| m.len()).unwrap_or(0);
-    if busy == 0 && frames == copied && wal_bytes > WAL_LIMIT {
+    let complete = busy == 0 && frames == copied;
+    if complete && wal_bytes > WAL_LIMIT {
         conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
         tracing::debug!(wal_bytes, "WAL truncated");
     }
-    Ok(())
+    Ok(complete)
 }
