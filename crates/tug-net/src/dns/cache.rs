@@ -139,15 +139,9 @@ impl DnsCache {
     /// Removes a Service (its slices stay until they are removed themselves, as in the API).
     pub fn remove_service(&mut self, namespace: &str, name: &str) {
         let (namespace, name) = (lower(namespace), lower(name));
-        let Some(in_namespace) = self.services.get_mut(&namespace) else {
+        let Some(entry) = take_from_namespace(&mut self.services, &namespace, &name) else {
             return;
         };
-        let Some(entry) = in_namespace.remove(&name) else {
-            return;
-        };
-        if in_namespace.is_empty() {
-            self.services.remove(&namespace);
-        }
         if let ServiceKind::ClusterIp(ips) = entry.kind {
             let owner = AddressOwner::ClusterIp { namespace, service: name };
             for ip in ips {
@@ -189,15 +183,9 @@ impl DnsCache {
     /// Removes an EndpointSlice.
     pub fn remove_endpoint_slice(&mut self, namespace: &str, name: &str) {
         let (namespace, name) = (lower(namespace), lower(name));
-        let Some(in_namespace) = self.slices.get_mut(&namespace) else {
+        let Some(entry) = take_from_namespace(&mut self.slices, &namespace, &name) else {
             return;
         };
-        let Some(entry) = in_namespace.remove(&name) else {
-            return;
-        };
-        if in_namespace.is_empty() {
-            self.slices.remove(&namespace);
-        }
         if let Some(by_service) = self.slices_by_service.get_mut(&namespace) {
             if let Some(names) = by_service.get_mut(&entry.service) {
                 names.remove(&name);
@@ -406,4 +394,18 @@ fn slice_entry(slice: &EndpointSlice, service: String) -> SliceEntry {
             })
             .collect(),
     }
+}
+
+/// Removes `name` from its namespace's map, dropping the namespace's map once empty.
+fn take_from_namespace<V>(
+    by_namespace: &mut HashMap<String, HashMap<String, V>>,
+    namespace: &str,
+    name: &str,
+) -> Option<V> {
+    let in_namespace = by_namespace.get_mut(namespace)?;
+    let taken = in_namespace.remove(name)?;
+    if in_namespace.is_empty() {
+        by_namespace.remove(namespace);
+    }
+    Some(taken)
 }
